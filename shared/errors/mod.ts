@@ -3,5 +3,5 @@
  *
  * @module
  */
-export { TesseraError, type Severity, type TesseraErrorOptions } from "./tessera_error.ts";
+export { type Severity, TesseraError, type TesseraErrorOptions } from "./tessera_error.ts";
 export { SqlState, type SqlStateCode } from "./sqlstate.ts";

@@ -48,5 +48,8 @@ export const SqlState = {
   dataCorrupted: "XX001",
 } as const;
 
-/** One of the SQLSTATE codes named in {@linkcode SqlState}, or any other five-character code. */
-export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState] | (string & {});
+/**
+ * A five-character SQLSTATE: one of those named in {@linkcode SqlState} or any other that
+ * Postgres sends (codes from a server pass through unchanged).
+ */
+export type SqlStateCode = string;

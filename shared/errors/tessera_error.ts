@@ -8,16 +8,24 @@
 import { SqlState, type SqlStateCode } from "./sqlstate.ts";
 
 /** Severity levels of a Postgres ErrorResponse or NoticeResponse. */
-export type Severity = "ERROR" | "FATAL" | "PANIC" | "WARNING" | "NOTICE" | "DEBUG" | "INFO" | "LOG";
+export type Severity =
+  | "ERROR"
+  | "FATAL"
+  | "PANIC"
+  | "WARNING"
+  | "NOTICE"
+  | "DEBUG"
+  | "INFO"
+  | "LOG";
 
 /** Optional fields of a {@linkcode TesseraError}. */
 export interface TesseraErrorOptions {
   /** Severity as Postgres names it; `ERROR` when not given. */
-  severity?: Severity;
+  severity?: Severity | undefined;
   /** Secondary message with more detail about the problem. */
-  detail?: string;
+  detail?: string | undefined;
   /** Advice on what to do about the problem. */
-  hint?: string;
+  hint?: string | undefined;
   /** The underlying error, if any. */
   cause?: unknown;
 }

@@ -101,7 +101,7 @@ export class Logger {
     if (this.#alias !== undefined) line.alias = this.#alias;
     line.msg = msg;
     for (const [k, v] of Object.entries(this.#fields)) line[k] = expand(v);
-    if (fields) for (const [k, v] of Object.entries(fields)) line[k] = expand(v);
+    if (fields) { for (const [k, v] of Object.entries(fields)) line[k] = expand(v); }
     let text: string;
     try {
       text = JSON.stringify(line);

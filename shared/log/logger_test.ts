@@ -35,17 +35,22 @@ Deno.test("Logger drops lines below its level and children keep level and fields
   const child = log.child({ shard: "-80" });
   child.debug("hidden too");
   child.error("shown", { term: 3n });
-  assertEquals(lines.map((l) => [l.level, l.msg, l.shard, l.term]), [["error", "shown", "-80", "3"]]);
+  assertEquals(lines.map((l) => [l.level, l.msg, l.shard, l.term]), [[
+    "error",
+    "shown",
+    "-80",
+    "3",
+  ]]);
 });
 
 Deno.test("Logger expands errors with their SQLSTATE", () => {
   const { lines, sink } = capture();
   new Logger({ component: "gateway", sink }).warn("query failed", {
-    err: new TesseraError("42601", "syntax error at or near \"SELEC\""),
+    err: new TesseraError("42601", 'syntax error at or near "SELEC"'),
   });
   assertEquals(lines[0]!.err, {
     name: "TesseraError",
-    message: "syntax error at or near \"SELEC\"",
+    message: 'syntax error at or near "SELEC"',
     code: "42601",
   });
 });

@@ -1,0 +1,94 @@
+/**
+ * pgctld's configuration: flags, environment fallbacks and defaults for the local cluster.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { z } from "zod";
+import { type ConfigSpec, portSchema } from "../shared/config/mod.ts";
+
+const absolutePath = z.string().refine((p) => p.startsWith("/"), "must be an absolute path");
+
+/** Schema of pgctld's configuration. */
+export const pgctldConfigSchema = z.object({
+  alias: z.string().min(1).default("pgctld"),
+  hostname: z.string().min(1).default("127.0.0.1"),
+  port: portSchema.default(17100),
+  dataDir: absolutePath,
+  socketDir: absolutePath.optional(),
+  logFile: absolutePath.optional(),
+  pgPort: portSchema.default(25432),
+  pgListenAddress: z.string().regex(/^[0-9A-Za-z.:*,\- ]*$/, "must be a list of addresses")
+    .default(""),
+  pgBindir: z.string().optional(),
+  osUser: z.string().min(1).default("postgres"),
+  logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+
+/** pgctld's configuration as read from flags and environment. */
+export type PgctldConfig = z.infer<typeof pgctldConfigSchema>;
+
+/** How each field of {@linkcode PgctldConfig} is given. */
+export const pgctldConfigSpec: ConfigSpec<typeof pgctldConfigSchema> = {
+  program: "pgctld",
+  schema: pgctldConfigSchema,
+  fields: {
+    alias: { flag: "alias", env: "PGCTLD_ALIAS", description: "name of this pgctld in logs" },
+    hostname: {
+      flag: "hostname",
+      env: "PGCTLD_HOSTNAME",
+      description: "address of the Connect + status HTTP server (default 127.0.0.1)",
+    },
+    port: {
+      flag: "port",
+      env: "PGCTLD_PORT",
+      description: "port of the Connect + status HTTP server (default 17100)",
+    },
+    dataDir: { flag: "data-dir", env: "PGCTLD_DATA_DIR", description: "Postgres data directory" },
+    socketDir: {
+      flag: "socket-dir",
+      env: "PGCTLD_SOCKET_DIR",
+      description: "folder of Postgres's Unix socket (default: <data-dir>/../run)",
+    },
+    logFile: {
+      flag: "log-file",
+      env: "PGCTLD_LOG_FILE",
+      description: "Postgres server log (default: <data-dir>/../log/postgres.log)",
+    },
+    pgPort: {
+      flag: "pg-port",
+      env: "PGCTLD_PG_PORT",
+      description: "Postgres port (default 25432)",
+    },
+    pgListenAddress: {
+      flag: "pg-listen-address",
+      env: "PGCTLD_PG_LISTEN_ADDRESS",
+      description: "TCP addresses for Postgres, e.g. 127.0.0.1 (default: Unix socket only)",
+    },
+    pgBindir: {
+      flag: "pg-bindir",
+      env: "PG_BINDIR",
+      description: "folder of the Postgres binaries (default: PATH, /usr/lib/postgresql/*/bin)",
+    },
+    osUser: {
+      flag: "os-user",
+      env: "PGCTLD_OS_USER",
+      description: "OS user that runs Postgres when pgctld runs as root (default postgres)",
+    },
+    logLevel: {
+      flag: "log-level",
+      env: "PGCTLD_LOG_LEVEL",
+      description: "debug, info, warn, error",
+    },
+  },
+};
+
+/** Fills the directories that default relative to the data directory. */
+export function resolvePaths(config: PgctldConfig): { socketDir: string; logFile: string } {
+  const parent = dirname(config.dataDir);
+  return {
+    socketDir: config.socketDir ?? `${parent}/run`,
+    logFile: config.logFile ?? `${parent}/log/postgres.log`,
+  };
+}
