@@ -1,0 +1,63 @@
+import { assert, assertEquals, assertThrows } from "../../shared/testing/assert.ts";
+import {
+  CpuMeter,
+  cpuShare,
+  parseProcessTicks,
+  parseSystemTicks,
+  type ProcessTicks,
+  treeTicks,
+} from "./cpu.ts";
+
+Deno.test("parseSystemTicks sums busy and total ticks of the aggregate line", () => {
+  const stat = "cpu  100 5 50 1000 20 3 2 10 0 0\ncpu0 50 2 25 500 10 1 1 5 0 0\nintr 1\n";
+  assertEquals(parseSystemTicks(stat), { busy: 170, total: 1190 });
+  assertThrows(() => parseSystemTicks("intr 1\n"), Error, "no aggregate 'cpu' line");
+});
+
+Deno.test("parseProcessTicks reads ppid, own and reaped children's ticks", () => {
+  // A command name with spaces and a parenthesis, as a process may set.
+  const stat = "4242 (my (odd) name) S 17 4242 17 0 -1 4194560 100 0 0 0 " +
+    "250 50 30 20 20 0 3 0 12345 1000000 200 18446744073709551615";
+  assertEquals(parseProcessTicks(stat), { ppid: 17, self: 300, children: 50 });
+  assertThrows(() => parseProcessTicks("4242 no-paren S 1"), Error, "malformed");
+});
+
+Deno.test("treeTicks sums the trees under the roots and nothing else", () => {
+  const p = (ppid: number, self: number, children = 0): ProcessTicks => ({ ppid, self, children });
+  const processes = new Map<number, ProcessTicks>([
+    [1, p(0, 1000)], // init: not ours
+    [10, p(1, 5, 400)], // driver, with 400 ticks of reaped pgbench runs
+    [11, p(10, 70)], // pgbouncer
+    [12, p(10, 30)], // live pgbench
+    [20, p(1, 2, 90)], // postmaster, with reaped backends
+    [21, p(20, 60)], // backend
+    [30, p(1, 500)], // someone else's process
+  ]);
+  assertEquals(treeTicks(processes, [10, 20]), 5 + 400 + 70 + 30 + 2 + 90 + 60);
+  assertEquals(treeTicks(processes, [99]), 0); // a root that is gone counts nothing
+});
+
+Deno.test("cpuShare splits busy time between ours and others", () => {
+  const share = cpuShare(
+    { system: { busy: 1000, total: 5000 }, ours: 300 },
+    { system: { busy: 1600, total: 6000 }, ours: 750 },
+  );
+  assertEquals(share, { oursPct: 45, othersPct: 15 });
+  const none = cpuShare({ system: { busy: 1, total: 1 }, ours: 0 }, {
+    system: { busy: 1, total: 1 },
+    ours: 0,
+  });
+  assert(Number.isNaN(none.othersPct));
+});
+
+Deno.test("CpuMeter counts a busy child of this process as ours", async () => {
+  const meter = new CpuMeter(() => [Deno.pid]);
+  meter.start();
+  const out = await new Deno.Command("bash", {
+    args: ["-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"],
+  }).output();
+  assert(out.success);
+  const share = meter.stop();
+  assert(share.oursPct > 0, `expected some CPU for the busy child, got ${share.oursPct}%`);
+  assertThrows(() => meter.stop(), Error, "before start()");
+});

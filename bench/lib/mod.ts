@@ -1,0 +1,87 @@
+/**
+ * Reusable pieces of Tessera's benchmark drivers: a pgbench runner with its output and latency
+ * log parsers, a PgBouncer launcher, RSS and descriptor probes, an idle-connection opener, and
+ * plain-text tables.
+ *
+ * @module
+ */
+
+export {
+  CpuMeter,
+  type CpuShare,
+  cpuShare,
+  parseProcessTicks,
+  parseSystemTicks,
+  type ProcessTicks,
+  type SystemTicks,
+  treeTicks,
+} from "./cpu.ts";
+export {
+  type IdleClientsHandle,
+  type IdleClientsOptions,
+  type IdleClientsReport,
+  openIdleConnections,
+  parseIdleClientArgs,
+  startIdleClients,
+} from "./idle_clients.ts";
+export {
+  LatencyCollector,
+  type LatencySummary,
+  percentile,
+  summariseLatencyLogs,
+} from "./latency_log.ts";
+export {
+  checkLogin,
+  connectAndLogin,
+  encodeStartupMessage,
+  handshake,
+  type HandshakeResult,
+  type LoginOptions,
+  parseErrorFields,
+  splitBackendMessages,
+} from "./pg_startup.ts";
+export {
+  findPgbench,
+  parsePgbenchOutput,
+  pgbenchArgs,
+  type PgbenchProtocol,
+  type PgbenchReport,
+  type PgbenchResult,
+  type PgbenchRunOptions,
+  type PgbenchWorkload,
+  runPgbench,
+} from "./pgbench.ts";
+export {
+  findPgbouncer,
+  type PgbouncerConfig,
+  type PgbouncerProcess,
+  renderPgbouncerConfig,
+  startPgbouncer,
+  type StartPgbouncerOptions,
+} from "./pgbouncer.ts";
+export {
+  assertPortFree,
+  CleanupStack,
+  ensureNofile,
+  findBinary,
+  type FindBinaryOptions,
+  type NofileLimits,
+  parseNofileLimits,
+  readNofileLimits,
+  sleep,
+  stopChild,
+} from "./process.ts";
+export {
+  argvHas,
+  childPids,
+  countOpenFds,
+  findServerPid,
+  type IdleRssOptions,
+  type IdleRssResult,
+  measureIdleRss,
+  parseStatusKb,
+  readCommandLine,
+  readExe,
+  readRssKb,
+} from "./rss.ts";
+export { fixed, formatMarkdownTable, formatTable, ratio, type Table } from "./table.ts";
