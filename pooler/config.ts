@@ -1,0 +1,234 @@
+/**
+ * The pooler's configuration: flags, environment fallbacks and defaults that work for the local
+ * cluster and for a standalone drop-in PgBouncer replacement.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { type ConfigSpec, portSchema, positiveIntSchema } from "../shared/config/mod.ts";
+
+const hostPort = z.string().regex(
+  /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/,
+  "must be HOST:PORT",
+);
+const absolutePath = z.string().refine((p) => p.startsWith("/"), "must be an absolute path");
+const nonNegativeInt = z.coerce.number().int().min(0);
+
+/** Schema of the pooler's configuration. */
+export const poolerConfigSchema = z.object({
+  alias: z.string().min(1).default("pooler"),
+  listen: z.array(hostPort).default(["127.0.0.1:16000"]),
+  unixSocketDir: absolutePath.optional(),
+  httpListen: hostPort.default("127.0.0.1:16100"),
+  postgresSocketDir: absolutePath.optional(),
+  postgresHost: z.string().min(1).optional(),
+  postgresPort: portSchema.default(25432),
+  postgresPassword: z.string().optional(),
+  controlUser: z.string().min(1).default("postgres"),
+  poolSize: positiveIntSchema.default(20),
+  minPoolSize: nonNegativeInt.default(0),
+  reservePoolSize: nonNegativeInt.default(2),
+  adminUsers: z.array(z.string().min(1)).default(["postgres"]),
+  maxClientConn: positiveIntSchema.default(10000),
+  idleTimeout: nonNegativeInt.default(300),
+  maxLifetime: nonNegativeInt.default(3600),
+  queueTimeout: nonNegativeInt.default(30),
+  preparedCacheSize: positiveIntSchema.default(256),
+  auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
+  authFile: absolutePath.optional(),
+  tlsCert: absolutePath.optional(),
+  tlsKey: absolutePath.optional(),
+  topoEndpoints: z.array(z.string().url()).default([]),
+  topoRoot: z.string().startsWith("/").default("/tessera"),
+  leaseTtl: z.coerce.number().int().min(2).max(300).default(10),
+  cell: z.string().min(1).default("zone1"),
+  keyspace: z.string().default(""),
+  shard: z.string().default(""),
+  type: z.enum(["primary", "replica", "rdonly", "unknown"]).default("unknown"),
+  tags: z.array(z.string().min(1)).default([]),
+  logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
+}).superRefine((c, ctx) => {
+  if (c.postgresSocketDir === undefined && c.postgresHost === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["postgresSocketDir"],
+      message: "give --postgres-socket-dir (or --postgres-host for TCP)",
+    });
+  }
+  if (c.minPoolSize > c.poolSize) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["minPoolSize"],
+      message: `must not exceed --pool-size (${c.poolSize})`,
+    });
+  }
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["tlsCert"],
+      message: "give both --tls-cert and --tls-key",
+    });
+  }
+  if (c.auth === "scram-sha-256" && c.authFile === undefined && c.topoEndpoints.length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["authFile"],
+      message: "scram-sha-256 needs users: give --auth-file or --topo-endpoints",
+    });
+  }
+  if (c.topoEndpoints.length > 0 && (c.keyspace === "" || c.shard === "")) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["keyspace"],
+      message: "a pooler in a cluster needs --keyspace and --shard",
+    });
+  }
+});
+
+/** The pooler's configuration as read from flags and environment. */
+export type PoolerConfig = z.infer<typeof poolerConfigSchema>;
+
+/** How each field of {@linkcode PoolerConfig} is given. */
+export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
+  program: "pooler",
+  schema: poolerConfigSchema,
+  fields: {
+    alias: { flag: "alias", env: "POOLER_ALIAS", description: "name of this pooler (topo, logs)" },
+    listen: {
+      flag: "listen",
+      env: "POOLER_LISTEN",
+      multiple: true,
+      description: "HOST:PORT for Postgres clients, repeatable (default 127.0.0.1:16000)",
+    },
+    unixSocketDir: {
+      flag: "unix-socket-dir",
+      env: "POOLER_UNIX_SOCKET_DIR",
+      description: "also listen on DIR/.s.PGSQL.<port of the first --listen>",
+    },
+    httpListen: {
+      flag: "http-listen",
+      env: "POOLER_HTTP_LISTEN",
+      description: "HOST:PORT of the Connect + status server (default 127.0.0.1:16100)",
+    },
+    postgresSocketDir: {
+      flag: "postgres-socket-dir",
+      env: "POOLER_POSTGRES_SOCKET_DIR",
+      description: "Unix socket folder of the Postgres this pooler owns",
+    },
+    postgresHost: {
+      flag: "postgres-host",
+      env: "POOLER_POSTGRES_HOST",
+      description: "reach Postgres over TCP at this host instead of the socket",
+    },
+    postgresPort: {
+      flag: "postgres-port",
+      env: "POOLER_POSTGRES_PORT",
+      description: "Postgres port (default 25432)",
+    },
+    postgresPassword: {
+      flag: "postgres-password",
+      env: "POOLER_POSTGRES_PASSWORD",
+      description: "password for backends when Postgres asks for one (prefer the env variable)",
+    },
+    controlUser: {
+      flag: "control-user",
+      env: "POOLER_CONTROL_USER",
+      description: "Postgres user of the status probe connection (default postgres)",
+    },
+    poolSize: {
+      flag: "pool-size",
+      env: "POOLER_POOL_SIZE",
+      description: "most backends per user and database (default 20)",
+    },
+    minPoolSize: {
+      flag: "min-pool-size",
+      env: "POOLER_MIN_POOL_SIZE",
+      description: "backends kept open per pool even when idle (default 0)",
+    },
+    reservePoolSize: {
+      flag: "reserve-pool-size",
+      env: "POOLER_RESERVE_POOL_SIZE",
+      description: "extra backends only admin users may take when a pool is full (default 2)",
+    },
+    adminUsers: {
+      flag: "admin-user",
+      env: "POOLER_ADMIN_USERS",
+      multiple: true,
+      description: "users that may use the reserve, repeatable (default postgres)",
+    },
+    maxClientConn: {
+      flag: "max-client-conn",
+      env: "POOLER_MAX_CLIENT_CONN",
+      description: "most client connections (default 10000)",
+    },
+    idleTimeout: {
+      flag: "idle-timeout",
+      env: "POOLER_IDLE_TIMEOUT",
+      description: "seconds before an idle backend above the minimum is closed (default 300)",
+    },
+    maxLifetime: {
+      flag: "max-lifetime",
+      env: "POOLER_MAX_LIFETIME",
+      description: "seconds after which a backend is replaced when next idle (default 3600)",
+    },
+    queueTimeout: {
+      flag: "queue-timeout",
+      env: "POOLER_QUEUE_TIMEOUT",
+      description: "seconds a client waits for a backend before SQLSTATE 53300 (default 30)",
+    },
+    preparedCacheSize: {
+      flag: "prepared-cache-size",
+      env: "POOLER_PREPARED_CACHE_SIZE",
+      description: "prepared statements kept per backend (default 256)",
+    },
+    auth: {
+      flag: "auth",
+      env: "POOLER_AUTH",
+      description: "client authentication over TCP: trust or scram-sha-256 (default trust)",
+    },
+    authFile: {
+      flag: "auth-file",
+      env: "POOLER_AUTH_FILE",
+      description: 'JSON users file: {"users":[{"name":..,"scramVerifier":..}]}',
+    },
+    tlsCert: { flag: "tls-cert", env: "POOLER_TLS_CERT", description: "PEM certificate for TLS" },
+    tlsKey: { flag: "tls-key", env: "POOLER_TLS_KEY", description: "PEM private key for TLS" },
+    topoEndpoints: {
+      flag: "topo-endpoint",
+      env: "TOPO_ENDPOINTS",
+      multiple: true,
+      description: "etcd URL, repeatable; none runs the pooler standalone",
+    },
+    topoRoot: { flag: "topo-root", env: "TOPO_ROOT", description: "topo root (default /tessera)" },
+    leaseTtl: {
+      flag: "lease-ttl",
+      env: "POOLER_LEASE_TTL",
+      description: "seconds the topo record outlives a dead pooler (default 10)",
+    },
+    cell: { flag: "cell", env: "POOLER_CELL", description: "cell of this pooler (default zone1)" },
+    keyspace: { flag: "keyspace", env: "POOLER_KEYSPACE", description: "keyspace served" },
+    shard: { flag: "shard", env: "POOLER_SHARD", description: "shard served, e.g. 0 or -80" },
+    type: {
+      flag: "type",
+      env: "POOLER_TYPE",
+      description: "primary, replica, rdonly (default unknown: read from Postgres)",
+    },
+    tags: { flag: "tag", env: "POOLER_TAGS", multiple: true, description: "tag, repeatable" },
+    logLevel: {
+      flag: "log-level",
+      env: "POOLER_LOG_LEVEL",
+      description: "debug, info, warn, error",
+    },
+  },
+};
+
+/** Splits `HOST:PORT` (IPv6 in brackets) into its parts. */
+export function splitHostPort(value: string): { hostname: string; port: number } {
+  const idx = value.lastIndexOf(":");
+  const host = value.slice(0, idx);
+  return {
+    hostname: host.startsWith("[") ? host.slice(1, -1) : host,
+    port: Number(value.slice(idx + 1)),
+  };
+}

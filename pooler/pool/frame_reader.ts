@@ -1,0 +1,163 @@
+/**
+ * The pooler's hot-path framing reader: like `MessageReader` from `shared/wire`, but built so a
+ * read costs exactly one promise (the read op's own) and a message costs no allocation: the
+ * reader itself describes the current message (`type`, `start`, `end`), and its views are made
+ * only when asked for.
+ *
+ * @module
+ */
+
+import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
+import { MAX_MESSAGE_LENGTH } from "../../shared/wire/mod.ts";
+
+/** Something to read bytes from, like `Deno.Conn`. */
+export interface ReadSource {
+  /** Reads into `p`; resolves to the count, or `null` at end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/**
+ * A message-at-a-time view of a connection's bytes.
+ *
+ * @example
+ * ```ts
+ * const r = new FrameReader(conn, 1024);
+ * for (;;) {
+ *   while (r.next()) handle(r.type, r.payload);
+ *   if (!r.advance(await r.read())) break;
+ * }
+ * ```
+ */
+export class FrameReader {
+  /** Type byte of the current message. */
+  type = 0;
+  /** Offset of the current message's type byte in {@linkcode buf}. */
+  start = 0;
+  /** Offset just past the current message in {@linkcode buf}. */
+  end = 0;
+  /** The buffer the current message lies in. */
+  buf: Uint8Array;
+
+  #source: ReadSource;
+  #head = 0; // first unread byte
+  #tail = 0; // end of the bytes read
+  #initial: number;
+  #max: number;
+  #lastSize = 0;
+
+  /** Reads from `source`, waiting on a buffer of `initialSize` bytes while messages are small. */
+  constructor(source: ReadSource, initialSize: number, maxMessageLength = MAX_MESSAGE_LENGTH) {
+    this.#source = source;
+    this.#initial = initialSize;
+    this.#max = maxMessageLength;
+    this.buf = new Uint8Array(initialSize);
+  }
+
+  /** Payload of the current message (a view, valid until the next {@linkcode read}). */
+  get payload(): Uint8Array {
+    return this.buf.subarray(this.start + 5, this.end);
+  }
+
+  /** The whole current message (a view, valid until the next {@linkcode read}). */
+  get raw(): Uint8Array {
+    return this.buf.subarray(this.start, this.end);
+  }
+
+  /** The current message's type as a character, for logs. */
+  get typeChar(): string {
+    return String.fromCharCode(this.type);
+  }
+
+  /** Bytes read but not yet returned as messages. */
+  get buffered(): number {
+    return this.#tail - this.#head;
+  }
+
+  /**
+   * Moves to the next complete message in the buffer; false when there is none (call
+   * {@linkcode read}). Throws TesseraError 08P01 for an invalid length.
+   */
+  next(): boolean {
+    const h = this.#head;
+    const avail = this.#tail - h;
+    if (avail < 5) return false;
+    const b = this.buf;
+    const len = (b[h + 1]! << 24) | (b[h + 2]! << 16) | (b[h + 3]! << 8) | b[h + 4]!;
+    if (len < 4 || len > this.#max) this.#badLength(b[h]!, len);
+    if (avail < len + 1) return false;
+    this.type = b[h]!;
+    this.start = h;
+    this.end = this.#head = h + len + 1;
+    this.#lastSize = len + 1;
+    return true;
+  }
+
+  #badLength(type: number, len: number): never {
+    const name = type >= 0x21 && type < 0x7f
+      ? `'${String.fromCharCode(type)}'`
+      : `0x${type.toString(16).padStart(2, "0")}`;
+    throw new TesseraError(
+      SqlState.protocolViolation,
+      len < 4
+        ? `invalid message length: ${len} (message type ${name})`
+        : `message too long: ${len} bytes (message type ${name}), the limit is ${this.#max}`,
+      { severity: "FATAL" },
+    );
+  }
+
+  /**
+   * Starts reading more bytes (after the current messages were handled: their views become
+   * invalid) and returns the read's own promise; give its result to {@linkcode advance}. The
+   * promise rejects with the connection's own error when the read fails.
+   */
+  read(): Promise<number | null> {
+    let b = this.buf;
+    const avail = this.#tail - this.#head;
+    if (avail === 0) {
+      this.#head = this.#tail = 0;
+      // Caught up after small messages: wait on a small buffer again.
+      if (b.length > this.#initial && this.#lastSize <= this.#initial) {
+        b = this.buf = new Uint8Array(this.#initial);
+      }
+    } else {
+      let need = 5;
+      if (avail >= 5) {
+        const h = this.#head;
+        need = ((b[h + 1]! << 24) | (b[h + 2]! << 16) | (b[h + 3]! << 8) | b[h + 4]!) + 1;
+      }
+      if (need > b.length) {
+        // Grow by doubling: memory follows the bytes received, not the length claimed.
+        const grown = new Uint8Array(Math.min(need, b.length * 2));
+        grown.set(b.subarray(this.#head, this.#tail));
+        b = this.buf = grown;
+        this.#tail = avail;
+        this.#head = 0;
+      } else if (this.#head + need > b.length) {
+        b.copyWithin(0, this.#head, this.#tail);
+        this.#tail = avail;
+        this.#head = 0;
+      }
+    }
+    return this.#source.read(b.subarray(this.#tail));
+  }
+
+  /**
+   * Takes the result of {@linkcode read}: false at the end of the stream. Throws TesseraError
+   * 08P01 when the stream ended inside a message.
+   */
+  advance(n: number | null): boolean {
+    if (n === null) {
+      if (this.#tail !== this.#head) {
+        throw new TesseraError(
+          SqlState.protocolViolation,
+          `connection closed part way through a message: ${
+            this.#tail - this.#head
+          } bytes of it were received`,
+        );
+      }
+      return false;
+    }
+    this.#tail += n;
+    return true;
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * A whole pooler process from its configuration: client authentication, the data path
+ * ({@linkcode startPooler}), the Postgres probe, the HTTP server with status endpoints and the
+ * Connect service, and, in a cluster, its record in the cell topo under a lease.
+ *
+ * @module
+ */
+
+import { hostname as osHostname } from "node:os";
+import { type FrontendAuth, loadFrontendTls } from "../shared/frontend/mod.ts";
+import { createStatusApp, serveComponent, type ServedComponent } from "../shared/http/mod.ts";
+import { Logger, type LogSink } from "../shared/log/mod.ts";
+import { createRpcHandler } from "../shared/rpc/mod.ts";
+import { type LeasedRecord, type PoolerRecord, TopoClient } from "../shared/topo/mod.ts";
+import { type PoolerConfig, splitHostPort } from "./config.ts";
+import { loadUsersFile, poolerAuth, type VerifierLookup } from "./control/users.ts";
+import { PostgresProbe } from "./control/postgres_probe.ts";
+import { type PoolerIdentity, registerPoolerService } from "./control/service.ts";
+import { type PoolerServer, startPooler } from "./server.ts";
+
+/** Version reported in `/status`. */
+export const POOLER_VERSION = "0.1.0";
+
+/** How often the pooler re-reads Postgres's role for its topo record. */
+const ROLE_CHECK_MS = 2000;
+
+/** A running pooler process. */
+export interface PoolerRuntime {
+  /** The data path. */
+  pooler: PoolerServer;
+  /** The HTTP server (Connect + status). */
+  http: ServedComponent;
+  /** The topo connection, in a cluster. */
+  topo: TopoClient | undefined;
+  /** Stops everything: topo record, HTTP, clients (57P01) and backends. */
+  shutdown(): Promise<void>;
+}
+
+async function verifierLookup(
+  config: PoolerConfig,
+  topo: TopoClient | undefined,
+): Promise<VerifierLookup> {
+  const fromFile = config.authFile !== undefined ? await loadUsersFile(config.authFile) : undefined;
+  return async (user) => {
+    const local = fromFile?.get(user);
+    if (local !== undefined) return local;
+    if (topo === undefined) return undefined;
+    return (await topo.global.users.get(user))?.value.scramVerifier;
+  };
+}
+
+/** Starts a pooler process from `config`. */
+export async function runPooler(
+  config: PoolerConfig,
+  options: { sink?: LogSink } = {},
+): Promise<PoolerRuntime> {
+  const logger = new Logger({
+    component: "pooler",
+    alias: config.alias,
+    level: config.logLevel,
+    ...(options.sink ? { sink: options.sink } : {}),
+  });
+  const tls = config.tlsCert !== undefined && config.tlsKey !== undefined
+    ? loadFrontendTls({ certFile: config.tlsCert, keyFile: config.tlsKey })
+    : undefined;
+  const topo = config.topoEndpoints.length > 0
+    ? await TopoClient.connect({
+      endpoints: config.topoEndpoints,
+      root: config.topoRoot,
+      logger,
+    })
+    : undefined;
+  const cleanups: (() => Promise<void> | void)[] = [];
+  try {
+    if (topo !== undefined) cleanups.push(() => topo.close());
+    const auth: FrontendAuth = poolerAuth(config.auth, await verifierLookup(config, topo));
+    const postgres = {
+      port: config.postgresPort,
+      ...(config.postgresSocketDir !== undefined
+        ? { socketDir: config.postgresSocketDir }
+        : { host: config.postgresHost ?? "127.0.0.1" }),
+      ...(config.postgresPassword !== undefined ? { password: config.postgresPassword } : {}),
+    };
+    const pooler = await startPooler({
+      listen: config.listen,
+      ...(config.unixSocketDir !== undefined ? { unixSocketDir: config.unixSocketDir } : {}),
+      postgres,
+      poolSize: config.poolSize,
+      minPoolSize: config.minPoolSize,
+      reservePoolSize: config.reservePoolSize,
+      adminUsers: config.adminUsers,
+      maxClientConnections: config.maxClientConn,
+      idleTimeoutMs: config.idleTimeout * 1000,
+      maxLifetimeMs: config.maxLifetime * 1000,
+      queueTimeoutMs: config.queueTimeout * 1000,
+      preparedStatementCacheSize: config.preparedCacheSize,
+      auth,
+      ...(tls !== undefined ? { tls } : {}),
+      logger,
+    });
+    cleanups.push(() => pooler.shutdown());
+
+    const probe = new PostgresProbe({
+      socketDir: config.postgresSocketDir,
+      host: config.postgresHost,
+      port: config.postgresPort,
+      user: config.controlUser,
+      password: config.postgresPassword,
+    }, logger);
+    cleanups.push(() => probe.close());
+    const identity: PoolerIdentity = {
+      alias: config.alias,
+      cell: topo !== undefined ? config.cell : "",
+      keyspace: config.keyspace,
+      shard: config.shard,
+      type: config.type,
+    };
+    const app = createStatusApp({
+      component: "pooler",
+      alias: config.alias,
+      version: POOLER_VERSION,
+      logger,
+      ready: async () => (await probe.probe()).reachable,
+      status: async () => ({
+        identity,
+        postgres: await probe.probe(),
+        ...pooler.stats(),
+      }),
+    });
+    const rpc = createRpcHandler(
+      (router) => registerPoolerService(router, pooler, probe, identity),
+      { logger },
+    );
+    const http = await serveComponent({ ...splitHostPort(config.httpListen), app, rpc, logger });
+    cleanups.push(() => http.shutdown());
+
+    if (topo !== undefined) {
+      const registration = new TopoRegistration(topo, config, pooler, probe, logger);
+      registration.start();
+      cleanups.push(() => registration.stop());
+    }
+    logger.info("pooler serving", {
+      listen: pooler.addresses.map((a) =>
+        "hostname" in a ? `${a.hostname}:${a.port}` : "path" in a ? a.path : a.transport
+      ),
+      http: http.url,
+      standalone: topo === undefined,
+    });
+    let shuttingDown: Promise<void> | undefined;
+    return {
+      pooler,
+      http,
+      topo,
+      shutdown() {
+        shuttingDown ??= runCleanups(cleanups);
+        return shuttingDown;
+      },
+    };
+  } catch (err) {
+    await runCleanups(cleanups);
+    throw err;
+  }
+}
+
+async function runCleanups(cleanups: (() => Promise<void> | void)[]): Promise<void> {
+  for (const cleanup of cleanups.reverse()) {
+    try {
+      await cleanup();
+    } catch {
+      // best effort: the rest must still run
+    }
+  }
+}
+
+/**
+ * Keeps the pooler's record in the cell topo: registered under a lease (gone by itself when the
+ * pooler dies), retried in the background while etcd or the cell is missing (the data path never
+ * waits on topo), and updated when Postgres's role changes (a promotion).
+ */
+class TopoRegistration {
+  #topo: TopoClient;
+  #config: PoolerConfig;
+  #pooler: PoolerServer;
+  #probe: PostgresProbe;
+  #log: Logger;
+  #lease: LeasedRecord<PoolerRecord> | undefined;
+  #record: PoolerRecord | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #running: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(
+    topo: TopoClient,
+    config: PoolerConfig,
+    pooler: PoolerServer,
+    probe: PostgresProbe,
+    log: Logger,
+  ) {
+    this.#topo = topo;
+    this.#config = config;
+    this.#pooler = pooler;
+    this.#probe = probe;
+    this.#log = log;
+  }
+
+  start(): void {
+    this.#tick();
+  }
+
+  #tick(): void {
+    if (this.#stopped) return;
+    this.#running = this.#sync().catch((err) => {
+      this.#log.warn("topo registration failed; retrying", { err });
+    }).finally(() => {
+      if (!this.#stopped) this.#timer = setTimeout(() => this.#tick(), ROLE_CHECK_MS);
+    });
+  }
+
+  async #sync(): Promise<void> {
+    const c = this.#config;
+    const pg = await this.#probe.probe();
+    const type = c.type !== "unknown" ? c.type : pg.role === "unknown" ? "unknown" : pg.role;
+    const tcp = this.#pooler.addresses.find((a): a is Deno.NetAddr => "hostname" in a);
+    const record: PoolerRecord = {
+      alias: c.alias,
+      cell: c.cell,
+      keyspace: c.keyspace,
+      shard: c.shard,
+      type,
+      tags: c.tags,
+      pgAddress: tcp !== undefined ? `${tcp.hostname}:${tcp.port}` : c.listen[0]!,
+      rpcAddress: c.httpListen,
+      hostname: osHostname(),
+    };
+    if (this.#lease === undefined) {
+      const cell = await this.#topo.cell(c.cell);
+      this.#lease = await cell.poolers.registerUnderLease(record, {
+        ttlSeconds: c.leaseTtl,
+      });
+      this.#record = record;
+      this.#log.info("registered in topo", { key: this.#lease.key, type });
+    } else if (JSON.stringify(record) !== JSON.stringify(this.#record)) {
+      await this.#lease.update(record);
+      this.#log.info("topo record updated", { type, previousType: this.#record?.type });
+      this.#record = record;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#running;
+    await this.#lease?.close();
+  }
+}

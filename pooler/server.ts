@@ -1,0 +1,447 @@
+/**
+ * The pooler's data path: listeners for Postgres clients, one pool of backends per (user,
+ * database), sessions under transaction pooling, cancel forwarding, stats and shutdown.
+ *
+ * @module
+ */
+
+import { SqlState, TesseraError } from "../shared/errors/mod.ts";
+import {
+  acceptFrontend,
+  type FrontendAuth,
+  type FrontendTls,
+  type LoadedFrontendTls,
+} from "../shared/frontend/mod.ts";
+import { Logger } from "../shared/log/mod.ts";
+import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
+import { type BackendConn, type BackendTarget, sendCancel } from "./pool/backend.ts";
+import { Pool, type PoolSettings, type PoolStats } from "./pool/pool.ts";
+import { PinReason, Session, type SessionHost } from "./session/session.ts";
+
+/** A TCP address to listen on. */
+export interface ListenAddress {
+  /** Host name or IP, e.g. `127.0.0.1` or `0.0.0.0`. */
+  hostname: string;
+  /** Port; 0 picks a free one (see {@linkcode PoolerServer.addresses}). */
+  port: number;
+}
+
+/** Where the pooler's Postgres is. */
+export interface PostgresTarget {
+  /** Folder of Postgres's Unix socket (preferred); when given, backends connect through it. */
+  socketDir?: string;
+  /** Host for TCP when no socket folder is given; `127.0.0.1` by default. */
+  host?: string;
+  /** Postgres's port (also names its socket file). */
+  port: number;
+  /** Password for the backends when Postgres asks for one (SCRAM-SHA-256, MD5, cleartext). */
+  password?: string;
+  /** Limit for opening one backend, in milliseconds; 10000 by default. */
+  connectTimeoutMs?: number;
+}
+
+/** Options of {@linkcode startPooler}. Durations are in milliseconds. */
+export interface PoolerOptions {
+  /** TCP addresses for clients (`HOST:PORT` strings or objects); none when not given. */
+  listen?: readonly (ListenAddress | string)[];
+  /** Also listen on `<dir>/.s.PGSQL.<unixSocketPort>`. */
+  unixSocketDir?: string;
+  /** Port naming the Unix socket file; the first TCP port, else 5432, when not given. */
+  unixSocketPort?: number;
+  /** The Postgres this pooler owns. */
+  postgres: PostgresTarget;
+  /** Most backends lent at once per (user, database); 20 by default. */
+  poolSize?: number;
+  /** Backends kept open per pool even when idle; 0 by default. */
+  minPoolSize?: number;
+  /** Extra backends per pool usable only by admin users; 0 by default. */
+  reservePoolSize?: number;
+  /** Users that may use the reserve. */
+  adminUsers?: readonly string[];
+  /** Most client connections at once; 10000 by default. Further clients get 53300. */
+  maxClientConnections?: number;
+  /** Idle backends above the minimum are closed after this long; 300000 by default, 0 never. */
+  idleTimeoutMs?: number;
+  /** Backends are replaced once this old; 3600000 by default, 0 never. */
+  maxLifetimeMs?: number;
+  /** Longest wait for a backend before SQLSTATE 53300; 30000 by default. */
+  queueTimeoutMs?: number;
+  /** Idle backends unused this long are checked with an empty query; 30000 by default, 0 never. */
+  healthCheckIdleMs?: number;
+  /** Time allowed for a health check; 5000 by default. */
+  healthCheckTimeoutMs?: number;
+  /** Prepared statements kept per backend (LRU); 256 by default. */
+  preparedStatementCacheSize?: number;
+  /** How clients authenticate; trust for everyone when not given. */
+  auth?: FrontendAuth;
+  /** TLS for clients that ask for it (SSLRequest); refused (`N`) when not given. */
+  tls?: FrontendTls | LoadedFrontendTls;
+  /** Refuse TCP clients without TLS (needs `tls`). */
+  requireTls?: boolean;
+  /** Time allowed for a client's startup phase; 10000 by default. */
+  startupTimeoutMs?: number;
+  /** Logger; a default `pooler` logger at level warn when not given. */
+  logger?: Logger;
+}
+
+/** Stats of the whole pooler. */
+export interface PoolerStats {
+  /** Client sessions now. */
+  clients: number;
+  /** Client sessions holding a backend now. */
+  activeClients: number;
+  /** Sessions accepted since start. */
+  clientsTotal: number;
+  /** Clients refused for exceeding `maxClientConnections`. */
+  clientsRefused: number;
+  /** Cancel requests received / forwarded to a backend. */
+  cancelRequests: { received: number; forwarded: number };
+  /** One entry per (user, database) pool. */
+  pools: PoolStats[];
+  /** Pinned sessions. */
+  pinnedClients: number;
+  /** Pinned sessions by reason (a session may count under several). */
+  pins: Record<string, number>;
+  /** Prepared statements across pools. */
+  preparedStatements: { hits: number; misses: number; evictions: number };
+}
+
+/** A running pooler. */
+export interface PoolerServer {
+  /** Addresses listened on (TCP with their real ports, then the Unix socket if any). */
+  readonly addresses: Deno.Addr[];
+  /** Current stats. */
+  stats(): PoolerStats;
+  /**
+   * Stops accepting clients, ends every session with 57P01 (admin shutdown) and closes every
+   * backend. Resolves once all of it is done.
+   */
+  shutdown(): Promise<void>;
+}
+
+const TRUST_ALL: FrontendAuth = { lookup: () => ({ method: "trust" }) };
+
+function parseListen(a: ListenAddress | string): ListenAddress {
+  if (typeof a !== "string") return a;
+  const idx = a.lastIndexOf(":");
+  const host = a.slice(0, idx);
+  const port = Number(a.slice(idx + 1));
+  if (idx <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`'listen' must be HOST:PORT: received '${a}'`);
+  }
+  return { hostname: host.startsWith("[") ? host.slice(1, -1) : host, port };
+}
+
+function checkCount(value: number, name: string, min: number): number {
+  if (!Number.isInteger(value) || value < min) {
+    throw new RangeError(
+      `'${name}' must be an integer of at least ${min}: received ${value}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Starts the pooler: listens, and lends backends of its Postgres to clients per transaction.
+ *
+ * @example
+ * ```ts
+ * const pooler = await startPooler({
+ *   listen: ["127.0.0.1:16000"],
+ *   postgres: { socketDir: "/run/pg", port: 25432 },
+ *   poolSize: 20,
+ * });
+ * console.log(pooler.stats().pools);
+ * await pooler.shutdown();
+ * ```
+ */
+export async function startPooler(options: PoolerOptions): Promise<PoolerServer> {
+  const server = new PoolerServerImpl(options);
+  await server.start();
+  return server;
+}
+
+class PoolerServerImpl implements PoolerServer, SessionHost {
+  readonly log: Logger;
+  readonly preparedCacheSize: number;
+  readonly addresses: Deno.Addr[] = [];
+
+  #options: PoolerOptions;
+  #target: BackendTarget;
+  #poolSettings: PoolSettings;
+  #admins: Set<string>;
+  #maxClients: number;
+  #listeners: Deno.Listener[] = [];
+  #pools = new Map<string, Pool>();
+  #sessions = new Map<number, Session>();
+  #tasks = new Set<Promise<unknown>>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #nextPid: number;
+  #stopping = false;
+  #counters = { clientsTotal: 0, clientsRefused: 0, cancelReceived: 0, cancelForwarded: 0 };
+  #handshakes = new Set<Deno.Conn>();
+
+  constructor(options: PoolerOptions) {
+    this.#options = options;
+    this.log = options.logger ?? new Logger({ component: "pooler", level: "warn" });
+    const pg = options.postgres;
+    this.#target = {
+      socketDir: pg.socketDir,
+      host: pg.host,
+      port: checkCount(pg.port, "postgres.port", 1),
+      password: pg.password,
+      connectTimeoutMs: pg.connectTimeoutMs ?? 10_000,
+    };
+    const poolSize = checkCount(options.poolSize ?? 20, "poolSize", 1);
+    this.#poolSettings = {
+      poolSize,
+      minPoolSize: checkCount(options.minPoolSize ?? 0, "minPoolSize", 0),
+      reservePoolSize: checkCount(options.reservePoolSize ?? 0, "reservePoolSize", 0),
+      idleTimeoutMs: checkCount(options.idleTimeoutMs ?? 300_000, "idleTimeoutMs", 0),
+      maxLifetimeMs: checkCount(options.maxLifetimeMs ?? 3_600_000, "maxLifetimeMs", 0),
+      queueTimeoutMs: checkCount(options.queueTimeoutMs ?? 30_000, "queueTimeoutMs", 0),
+      healthCheckIdleMs: checkCount(options.healthCheckIdleMs ?? 30_000, "healthCheckIdleMs", 0),
+      healthCheckTimeoutMs: checkCount(
+        options.healthCheckTimeoutMs ?? 5_000,
+        "healthCheckTimeoutMs",
+        1,
+      ),
+    };
+    if (this.#poolSettings.minPoolSize > poolSize) {
+      throw new RangeError(
+        `'minPoolSize' must not exceed 'poolSize' (${poolSize}): received ${this.#poolSettings.minPoolSize}`,
+      );
+    }
+    this.preparedCacheSize = checkCount(
+      options.preparedStatementCacheSize ?? 256,
+      "preparedStatementCacheSize",
+      1,
+    );
+    this.#maxClients = checkCount(
+      options.maxClientConnections ?? 10_000,
+      "maxClientConnections",
+      1,
+    );
+    this.#admins = new Set(options.adminUsers ?? []);
+    // Virtual process ids start at a random point so they rarely look like real ones.
+    this.#nextPid = 0x10000000 + Math.floor(Math.random() * 0x1000000);
+  }
+
+  async start(): Promise<void> {
+    const tcp = (this.#options.listen ?? []).map(parseListen);
+    try {
+      for (const addr of tcp) {
+        const l = Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
+        this.#listeners.push(l);
+        this.addresses.push(l.addr);
+      }
+      const dir = this.#options.unixSocketDir;
+      if (dir !== undefined) {
+        const port = this.#options.unixSocketPort ??
+          (this.addresses[0] as Deno.NetAddr | undefined)?.port ?? 5432;
+        const path = `${dir}/.s.PGSQL.${port}`;
+        await Deno.remove(path).catch(() => undefined);
+        const l = Deno.listen({ transport: "unix", path });
+        await Deno.chmod(path, 0o777).catch(() => undefined);
+        this.#listeners.push(l);
+        this.addresses.push(l.addr);
+      }
+    } catch (err) {
+      for (const l of this.#listeners) l.close();
+      throw err;
+    }
+    for (const l of this.#listeners) this.#track(this.#acceptLoop(l));
+    const q = this.#poolSettings.queueTimeoutMs;
+    const tick = Math.min(1000, Math.max(50, Math.floor((q > 0 ? q : 1000) / 5)));
+    this.#timer = setInterval(() => this.#maintain(), tick);
+  }
+
+  #track(p: Promise<unknown>): void {
+    this.#tasks.add(p);
+    p.finally(() => this.#tasks.delete(p));
+  }
+
+  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (this.#stopping) return;
+        if (err instanceof Deno.errors.BadResource) return;
+        this.log.warn("accept failed", { error: err });
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      if (this.#stopping) {
+        conn.close();
+        continue;
+      }
+      this.#track(this.#handleConn(conn));
+    }
+  }
+
+  async #handleConn(conn: Deno.Conn): Promise<void> {
+    if (conn.localAddr.transport === "tcp") {
+      try {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      } catch {
+        // the client is already gone
+      }
+    }
+    if (this.#sessions.size + this.#handshakes.size >= this.#maxClients) {
+      this.#counters.clientsRefused++;
+      const err = new TesseraError(SqlState.tooManyConnections, "sorry, too many clients already", {
+        severity: "FATAL",
+      });
+      await writeAll(conn, new MessageWriter(128).errorResponse(err).view()).catch(() => {});
+      conn.close();
+      return;
+    }
+    this.#handshakes.add(conn);
+    let res;
+    try {
+      const o = this.#options;
+      res = await acceptFrontend(conn, {
+        auth: o.auth ?? TRUST_ALL,
+        ...(o.tls !== undefined ? { tls: o.tls } : {}),
+        ...(o.requireTls !== undefined ? { requireTls: o.requireTls } : {}),
+        startupTimeoutMs: o.startupTimeoutMs ?? 10_000,
+        logger: this.log,
+      });
+    } catch (err) {
+      this.log.error("client startup failed", { error: err });
+      return;
+    } finally {
+      this.#handshakes.delete(conn);
+    }
+    if (res.kind === "closed") return;
+    if (res.kind === "cancel") {
+      this.#cancel(res.pid, res.secret);
+      return;
+    }
+    if (this.#stopping) {
+      conn.close();
+      return;
+    }
+    const pool = this.#poolFor(res.user, res.database);
+    const pid = this.#allocatePid();
+    const secret = crypto.getRandomValues(new Int32Array(1))[0]!;
+    const session = new Session(this, pool, res, pid, secret, this.#admins.has(res.user));
+    this.#sessions.set(pid, session);
+    this.#counters.clientsTotal++;
+    try {
+      await session.run(res);
+    } catch (err) {
+      this.log.error("session failed", { error: err });
+    } finally {
+      this.#sessions.delete(pid);
+    }
+  }
+
+  #allocatePid(): number {
+    for (;;) {
+      const pid = this.#nextPid;
+      this.#nextPid = this.#nextPid >= 0x7ffffff0 ? 0x10000000 : this.#nextPid + 1;
+      if (!this.#sessions.has(pid)) return pid;
+    }
+  }
+
+  #poolFor(user: string, database: string): Pool {
+    const key = `${user}\0${database}`;
+    let pool = this.#pools.get(key);
+    if (pool === undefined) {
+      pool = new Pool(user, database, this.#target, this.#poolSettings, this.log);
+      this.#pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  #cancel(pid: number, secret: number): void {
+    this.#counters.cancelReceived++;
+    const session = this.#sessions.get(pid);
+    if (session === undefined || session.secret !== secret) return;
+    const b = session.backend;
+    if (b === null) return; // nothing runs for this client
+    this.#counters.cancelForwarded++;
+    this.cancelBackend(b, () => session.backend === b);
+  }
+
+  /** Sends a CancelRequest to Postgres for what runs on `b`, if `stillWanted()` once connected. */
+  cancelBackend(b: BackendConn, stillWanted: () => boolean = () => true): void {
+    this.#track(
+      sendCancel(this.#target, b.pid, b.secret, stillWanted).catch((err) =>
+        this.log.warn("could not forward a cancel request", { error: err })
+      ),
+    );
+  }
+
+  sessionEnded(_session: Session): void {
+    // The session is removed from the registry when its run() resolves.
+  }
+
+  #maintain(): void {
+    const now = Date.now();
+    for (const pool of this.#pools.values()) pool.maintain(now);
+  }
+
+  stats(): PoolerStats {
+    const pins: Record<string, number> = {};
+    let pinned = 0;
+    let active = 0;
+    for (const s of this.#sessions.values()) {
+      if (s.active) active++;
+      const p = s.pins;
+      if (p === 0) continue;
+      pinned++;
+      for (const [reason, bit] of Object.entries(PinReason)) {
+        if ((p & bit) !== 0) pins[reason] = (pins[reason] ?? 0) + 1;
+      }
+    }
+    const pools = [...this.#pools.values()].map((p) => p.snapshot());
+    const prepared = { hits: 0, misses: 0, evictions: 0 };
+    for (const p of pools) {
+      prepared.hits += p.preparedHits;
+      prepared.misses += p.preparedMisses;
+      prepared.evictions += p.preparedEvictions;
+    }
+    return {
+      clients: this.#sessions.size,
+      activeClients: active,
+      clientsTotal: this.#counters.clientsTotal,
+      clientsRefused: this.#counters.clientsRefused,
+      cancelRequests: {
+        received: this.#counters.cancelReceived,
+        forwarded: this.#counters.cancelForwarded,
+      },
+      pools,
+      pinnedClients: pinned,
+      pins,
+      preparedStatements: prepared,
+    };
+  }
+
+  async shutdown(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    clearInterval(this.#timer);
+    for (const l of this.#listeners) {
+      try {
+        l.close();
+      } catch {
+        // already closed
+      }
+    }
+    for (const c of this.#handshakes) {
+      try {
+        c.close();
+      } catch {
+        // already closed
+      }
+    }
+    for (const s of this.#sessions.values()) s.terminate();
+    await Promise.allSettled([...this.#sessions.values()].map((s) => s.done));
+    await Promise.allSettled([...this.#pools.values()].map((p) => p.close()));
+    await Promise.allSettled([...this.#tasks]);
+  }
+}

@@ -1,0 +1,1537 @@
+/**
+ * One client session under transaction pooling: it borrows a backend at the first message of a
+ * transaction and gives it back at ReadyForQuery `I` with nothing outstanding, forwarding the
+ * client's bytes and Postgres's bytes as they are, and decoding only what it must decide on.
+ *
+ * What makes the backend switches invisible to the client:
+ *
+ * - Settings (startup parameters, SET, RESET, DISCARD, set_config) are kept per session as
+ *   Postgres reports them after each transaction that may have changed them, and replayed
+ *   (one swallowed simple query) on a backend that carries other settings. Idle backends that
+ *   already carry the session's settings are preferred.
+ * - Named prepared statements (protocol and SQL level) live on backends under canonical names
+ *   (a hash of their text and parameter types), shared by every session; they are prepared on
+ *   a backend at first use there, and responses are synthesized or swallowed in order.
+ * - State that cannot move (temporary tables, LISTEN, session advisory locks, holdable cursors)
+ *   pins the session to its backend until Postgres says the state is gone.
+ * - The client gets a virtual process id and secret; `pg_backend_pid()` is rewritten to return
+ *   that id, and a CancelRequest with it reaches whichever backend serves the session.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
+import type { Logger } from "../../shared/log/mod.ts";
+import {
+  Backend,
+  decodeDataRowText,
+  decodeError,
+  Frontend,
+  MessageWriter,
+  rewriteStatementName,
+  writeWithStatementName,
+} from "../../shared/wire/mod.ts";
+import type { BackendConn, BackendOwner, Frame } from "../pool/backend.ts";
+import { FrameReader } from "../pool/frame_reader.ts";
+import { Outbox } from "../pool/outbox.ts";
+import type { Pool } from "../pool/pool.ts";
+import { Expect, ExpectQueue } from "./queue.ts";
+import {
+  NO_SETTINGS,
+  READ_PINS_SQL,
+  readSettingsSql,
+  replaySql,
+  restoreStartupSql,
+  type Settings,
+  settingsFromRows,
+  settingsKey,
+} from "./settings.ts";
+import {
+  findCustomSettingNames,
+  findSqlPrepareOps,
+  PIN_TRIGGERS,
+  rewriteBackendPid,
+  scanSql,
+  SqlLexer,
+  Tok,
+  Trigger,
+} from "./sql_scan.ts";
+
+/** What the server provides to its sessions. */
+export interface SessionHost {
+  /** Logger of the pooler. */
+  readonly log: Logger;
+  /** Most prepared statements kept per backend. */
+  readonly preparedCacheSize: number;
+  /** Called once the client is gone (its backend may still be being cleaned). */
+  sessionEnded(session: Session): void;
+  /** Sends a cancel request for the query running on `backend`, if `stillWanted()` then. */
+  cancelBackend(backend: BackendConn, stillWanted?: () => boolean): void;
+}
+
+/** A client that completed its startup phase. */
+export interface SessionStart {
+  /** The client's connection. */
+  conn: Deno.Conn;
+  /** User name. */
+  user: string;
+  /** Database name. */
+  database: string;
+  /** Every startup parameter. */
+  params: Record<string, string>;
+  /** Settings from `options=-c name=value`. */
+  settings: Record<string, string>;
+}
+
+/** Reasons a session is pinned to its backend, by bit. */
+export const PinReason = {
+  /** Temporary tables or other objects in the session's temporary schema. */
+  temp_table: 1,
+  /** The session listens on a channel. */
+  listen: 2,
+  /** The session holds session-level advisory locks. */
+  advisory_lock: 4,
+  /** The session has WITH HOLD cursors open. */
+  holdable_cursor: 8,
+  /** SQL PREPARE/EXECUTE/DEALLOCATE sent through the extended protocol (until DEALLOCATE ALL). */
+  sql_prepare_extended: 16,
+  /** The end-of-transaction check failed, so the state is not known. */
+  unverified: 32,
+} as const;
+
+const PIN_SQL = PinReason.sql_prepare_extended;
+/** Triggers after which custom setting names are looked for in the text. */
+const SETTING_NAMES = Trigger.setStatement | Trigger.settings;
+
+const I = 0x49; // ReadyForQuery idle
+const E = 0x45; // ReadyForQuery failed transaction
+
+/** Message types a client may send after startup. */
+const CLIENT_TYPES = new Uint8Array(256);
+for (
+  const t of [
+    Frontend.query,
+    Frontend.parse,
+    Frontend.bind,
+    Frontend.execute,
+    Frontend.describe,
+    Frontend.close,
+    Frontend.sync,
+    Frontend.flush,
+    Frontend.terminate,
+    Frontend.copyData,
+    Frontend.copyDone,
+    Frontend.copyFail,
+    Frontend.functionCall,
+  ]
+) CLIENT_TYPES[t] = 1;
+
+/** Startup parameters that are not settings. */
+const NOT_SETTINGS = new Set(["user", "database", "options", "replication"]);
+
+const decoder = new TextDecoder();
+
+/** A protocol-level prepared statement of the client. */
+interface ProtoStmt {
+  canonical: string;
+  /** The Parse message under the canonical name, to prepare it on another backend. */
+  parse: Uint8Array;
+  /** Trigger bits of its text, applied at each Bind. */
+  flags: number;
+}
+
+/** A SQL-level (PREPARE) statement of the client. */
+interface SqlStmt {
+  canonical: string;
+  /** `PREPARE <canonical> ...`, to prepare it on another backend. */
+  sql: string;
+}
+
+interface ParseAux {
+  name?: string;
+  stmt?: ProtoStmt;
+  /** Canonical name marked present on the backend by this Parse. */
+  canonical?: string;
+  /** ErrorResponse to send in place of the backend's. */
+  subError?: Uint8Array;
+}
+
+interface CloseAux {
+  name: string;
+  stmt: ProtoStmt | undefined;
+}
+
+/** How to treat the CommandCompletes of a rewritten simple query, statement by statement. */
+interface QueryPlan {
+  swallow: boolean[];
+  undo: ((() => void) | undefined)[];
+  /** Canonical names marked present by the query. */
+  added: string[];
+  index: number;
+}
+
+interface ReplayAux {
+  what: "settings" | "evict" | "rollback" | "restore" | "sql-pin";
+  forwardParams: boolean;
+  error?: TesseraError;
+}
+
+interface VerifyAux {
+  /** The check starts by putting back startup settings that were reset. */
+  restore: boolean;
+  settings: boolean;
+  pins: boolean;
+  results: (string | null)[][][];
+  rows: (string | null)[][];
+  error: TesseraError | null;
+}
+
+function canonicalName(prefix: string, bytes: Uint8Array): string {
+  return prefix + createHash("sha1").update(bytes).digest("hex").slice(0, 24);
+}
+
+/** Map key for a statement name in a payload (bytes as char codes: cheap, one-to-one). */
+function nameKey(p: Uint8Array, start: number, end: number): string {
+  if (end - start <= 64) {
+    let s = "";
+    for (let i = start; i < end; i++) s += String.fromCharCode(p[i]!);
+    return s;
+  }
+  return String.fromCharCode(...p.subarray(start, end));
+}
+
+function displayName(key: string): string {
+  const bytes = new Uint8Array(key.length);
+  for (let i = 0; i < key.length; i++) bytes[i] = key.charCodeAt(i);
+  return decoder.decode(bytes);
+}
+
+function describeType(t: number): string {
+  return t >= 0x21 && t < 0x7f
+    ? `'${String.fromCharCode(t)}'`
+    : `0x${t.toString(16).padStart(2, "0")}`;
+}
+
+function errorBytes(code: string, message: string): Uint8Array {
+  return new MessageWriter(128).errorResponse(new TesseraError(code, message)).take();
+}
+
+function protocolError(message: string): TesseraError {
+  return new TesseraError(SqlState.protocolViolation, message, { severity: "FATAL" });
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+const encoder = new TextEncoder();
+
+/** One client session. */
+export class Session implements BackendOwner {
+  /** Virtual process id given to the client (BackendKeyData, pg_backend_pid()). */
+  readonly pid: number;
+  /** Secret key given to the client for CancelRequest. */
+  readonly secret: number;
+  /** User name. */
+  readonly user: string;
+  /** Database name. */
+  readonly database: string;
+  /** Whether the session may use the pool's reserve. */
+  readonly admin: boolean;
+
+  #host: SessionHost;
+  #pool: Pool;
+  #conn: Deno.Conn;
+  #reader: FrameReader;
+  #out: Outbox;
+  /** Backend messages forwarded but not yet copied to `#out`: a span of the reader's buffer. */
+  #spanBuf: Uint8Array | null = null;
+  #spanStart = 0;
+  #spanEnd = 0;
+  #backend: BackendConn | null = null;
+  #dirty: BackendConn | null = null;
+  #q = new ExpectQueue();
+  /** The backend skips messages until Sync after an error. */
+  #skipping = false;
+  /** The pooler failed a request itself: client messages are dropped until Sync. */
+  #clientSkip = false;
+  #copyIn = false;
+  #extOpen = false;
+  #txn = I;
+  #pins = 0;
+  #triggers = 0;
+  #unnamedFlags = 0;
+  #startup: Settings = NO_SETTINGS;
+  #settings: Settings = NO_SETTINGS;
+  #settingsKey = "";
+  /** Custom (dotted) setting names the session may have set: read back by name. */
+  #customNames: Set<string> | null = null;
+  #stmts: Map<string, ProtoStmt> | null = null;
+  #sqlStmts: Map<string, SqlStmt> | null = null;
+  #clientGone = false;
+  #closing = false;
+  #establishing: { resolve: () => void; reject: (err: unknown) => void } | null = null;
+  #startupError: TesseraError | null = null;
+  #done: Promise<void> | null = null;
+
+  /** A session for a client that completed its startup phase. */
+  constructor(
+    host: SessionHost,
+    pool: Pool,
+    start: SessionStart,
+    pid: number,
+    secret: number,
+    admin: boolean,
+  ) {
+    this.#host = host;
+    this.#pool = pool;
+    this.#conn = start.conn;
+    this.user = start.user;
+    this.database = start.database;
+    this.pid = pid;
+    this.secret = secret;
+    this.admin = admin;
+    this.#reader = new FrameReader(start.conn, 1024);
+    this.#out = new Outbox(start.conn, () => this.#closeClient(), 256);
+  }
+
+  /** Pin reasons as bits of {@linkcode PinReason}; 0 when not pinned. */
+  get pins(): number {
+    return this.#pins;
+  }
+
+  /** Whether the session holds a backend right now. */
+  get active(): boolean {
+    return this.#backend !== null;
+  }
+
+  /** Resolves once the session has ended. */
+  get done(): Promise<void> {
+    return this.#done ?? Promise.resolve();
+  }
+
+  /** Runs the session: settings, the startup reply, then the client's messages. */
+  run(start: SessionStart): Promise<void> {
+    this.#done = this.#run(start);
+    return this.#done;
+  }
+
+  async #run(start: SessionStart): Promise<void> {
+    try {
+      await this.#establish(start);
+    } catch (err) {
+      this.#fatal(TesseraError.from(err));
+      await this.#flushOut();
+      this.#clientEnded(null, false);
+      return;
+    }
+    const w = this.#ow;
+    const server = this.#pool.serverParams ?? new Map<string, string>();
+    for (const [name, value] of server) w.parameterStatus(name, this.#settings.get(name) ?? value);
+    w.backendKeyData(this.pid, this.secret).readyForQuery("I");
+    await this.#flushOut();
+    await this.#loop();
+  }
+
+  // ---------------------------------------------------------------- startup settings
+
+  async #establish(start: SessionStart): Promise<void> {
+    const raw = new Map<string, string>();
+    for (const [name, value] of Object.entries(start.params)) {
+      if (!NOT_SETTINGS.has(name) && !name.startsWith("_pq_.")) raw.set(name, value);
+    }
+    for (const [name, value] of Object.entries(start.settings)) raw.set(name, value);
+    for (const name of raw.keys()) {
+      if (name.includes(".")) (this.#customNames ??= new Set()).add(name.toLowerCase());
+    }
+    if (start.params.replication !== undefined && start.params.replication !== "false") {
+      throw new TesseraError(
+        SqlState.featureNotSupported,
+        "replication connections are not supported through the pooler",
+        { severity: "FATAL", hint: "connect to Postgres directly for replication" },
+      );
+    }
+    const pool = this.#pool;
+    const rawKey = settingsKey(raw);
+    const cached = raw.size === 0 ? NO_SETTINGS : pool.startupCache.get(rawKey);
+    if (cached !== undefined && pool.serverParams !== null) {
+      this.#startup = this.#settings = cached;
+      this.#settingsKey = settingsKey(cached);
+      return;
+    }
+    // Apply the settings on a backend and read back what Postgres made of them: that checks
+    // them (an unknown setting fails the login, as it would on Postgres) and normalizes them.
+    const b = await pool.acquire("", this.admin);
+    const established = new Promise<void>((resolve, reject) => {
+      this.#establishing = { resolve, reject };
+    });
+    this.#take(b, raw);
+    this.#verify(b, true, false);
+    await b.out.flush();
+    try {
+      await established;
+    } finally {
+      this.#establishing = null;
+    }
+    if (this.#startupError !== null) {
+      const e = this.#startupError;
+      throw new TesseraError(e.code, e.message, {
+        severity: "FATAL",
+        detail: e.detail,
+        hint: e.hint,
+      });
+    }
+    this.#startup = this.#settings;
+    if (pool.startupCache.size >= 1000) pool.startupCache.clear();
+    pool.startupCache.set(rawKey, this.#settings);
+  }
+
+  // ---------------------------------------------------------------- client side
+
+  async #loop(): Promise<void> {
+    const r = this.#reader;
+    let error: unknown = null;
+    let graceful = false;
+    try {
+      outer: for (;;) {
+        while (r.next()) {
+          const t = r.type;
+          if (CLIENT_TYPES[t] !== 1) {
+            throw protocolError(`invalid frontend message type ${describeType(t)}`);
+          }
+          if (this.#clientSkip) {
+            if (t === Frontend.sync) {
+              this.#clientSkip = false;
+              this.#ow.readyForQuery("I");
+            } else if (t === Frontend.terminate) {
+              graceful = true;
+              break outer;
+            }
+            continue;
+          }
+          if (t === Frontend.terminate) {
+            graceful = true;
+            break outer;
+          }
+          if (this.#backend === null) {
+            if (t === Frontend.sync) {
+              // Nothing is open: answer here instead of borrowing a backend.
+              this.#ow.readyForQuery("I");
+              continue;
+            }
+            if (
+              t === Frontend.flush || t === Frontend.copyData || t === Frontend.copyDone ||
+              t === Frontend.copyFail
+            ) continue; // nothing to flush; COPY messages outside COPY are ignored, as Postgres does
+            // Statement bookkeeping that needs no backend (a client blocked in a synchronous
+            // prepare must not wait for one: its other connections may hold them all).
+            if (t === Frontend.parse && this.#parseLocally(r)) continue;
+            if (t === Frontend.close && this.#closeLocally(r)) continue;
+            if (this.#dirty !== null) await this.#flushBackend();
+            if (!(await this.#acquire(t))) {
+              if (this.#closing) break outer;
+              continue;
+            }
+          }
+          this.#handle(r);
+        }
+        this.#flushOut();
+        const b = this.#dirty;
+        if (b !== null) {
+          this.#dirty = null;
+          const wait = b.out.push();
+          if (wait !== undefined) await wait; // the backend is not keeping up (a big COPY)
+        }
+        if (this.#closing) break;
+        if (!r.advance(await r.read())) break;
+      }
+    } catch (err) {
+      error = err;
+    }
+    if (this.#dirty !== null) await this.#flushBackend().catch(() => {});
+    this.#clientEnded(error, graceful);
+  }
+
+  async #flushBackend(): Promise<void> {
+    const b = this.#dirty!;
+    this.#dirty = null;
+    await b.out.flush();
+  }
+
+  async #acquire(type: number): Promise<boolean> {
+    const pool = this.#pool;
+    let b = pool.tryAcquire(this.#settingsKey, this.admin);
+    if (b === null) {
+      try {
+        b = await pool.acquire(this.#settingsKey, this.admin);
+      } catch (err) {
+        this.#acquireFailed(TesseraError.from(err), type);
+        return false;
+      }
+      if (this.#clientGone || this.#closing) {
+        pool.release(b);
+        return false;
+      }
+    }
+    this.#take(b, this.#settings);
+    return true;
+  }
+
+  #acquireFailed(err: TesseraError, type: number): void {
+    if (err.severity === "FATAL" || err.severity === "PANIC") {
+      this.#fatal(err);
+      return;
+    }
+    const w = this.#ow;
+    w.errorResponse(err);
+    if (type === Frontend.query || type === Frontend.functionCall) w.readyForQuery("I");
+    else this.#clientSkip = true; // extended protocol: skip to Sync, as after any error
+  }
+
+  /** Takes `b` for this session and makes it carry `settings`. */
+  #take(b: BackendConn, settings: Settings): void {
+    this.#backend = b;
+    b.owner = this;
+    this.#txn = I;
+    this.#extOpen = false;
+    this.#skipping = false;
+    this.#copyIn = false;
+    const key = settings === this.#settings ? this.#settingsKey : settingsKey(settings);
+    if (b.settingsKey !== key) {
+      const sql = replaySql(b.settings, settings);
+      if (sql !== "") {
+        b.out.w.query(sql);
+        this.#q.push(Expect.replay, { what: "settings", forwardParams: false } as ReplayAux);
+      }
+      b.settings = settings;
+      b.settingsKey = key;
+      this.#dirty = b;
+    }
+    if (b.prepared.size > this.#host.preparedCacheSize) this.#evict(b);
+  }
+
+  /** Deallocates the least recently used statements beyond the cache size. */
+  #evict(b: BackendConn): void {
+    const over = b.prepared.size - this.#host.preparedCacheSize;
+    if (over <= 0) return;
+    const names: string[] = [];
+    for (const name of b.prepared.keys()) {
+      if (names.length >= over) break;
+      names.push(name);
+    }
+    for (const name of names) b.prepared.delete(name);
+    this.#pool.stats.preparedEvictions += names.length;
+    b.out.w.query(names.map((n) => `DEALLOCATE ${n}`).join("; "));
+    this.#q.push(Expect.replay, { what: "evict", forwardParams: false } as ReplayAux);
+    this.#dirty = b;
+  }
+
+  #handle(msg: Frame): void {
+    const b = this.#backend!;
+    this.#dirty = b;
+    const t = msg.type;
+    if (this.#skipping && t !== Frontend.sync) {
+      // The backend discards everything up to Sync after an error: so does the bookkeeping.
+      b.out.append(msg.raw);
+      return;
+    }
+    switch (t) {
+      case Frontend.query:
+        this.#onQuery(b, msg);
+        return;
+      case Frontend.parse:
+        this.#onParse(b, msg);
+        return;
+      case Frontend.bind:
+        this.#onBind(b, msg);
+        return;
+      case Frontend.execute:
+        b.out.append(msg.raw);
+        this.#q.push(Expect.execute);
+        this.#extOpen = true;
+        return;
+      case Frontend.describe:
+        this.#onDescribe(b, msg);
+        return;
+      case Frontend.close:
+        this.#onClose(b, msg);
+        return;
+      case Frontend.sync:
+        b.out.append(msg.raw);
+        // Postgres ignores Sync during COPY FROM STDIN.
+        if (!this.#copyIn) {
+          this.#q.push(Expect.sync);
+          this.#extOpen = false;
+        }
+        return;
+      case Frontend.copyDone:
+      case Frontend.copyFail:
+        this.#copyIn = false;
+        b.out.append(msg.raw);
+        return;
+      case Frontend.functionCall:
+        b.out.append(msg.raw);
+        this.#q.push(Expect.query);
+        return;
+      default: // Flush, CopyData
+        b.out.append(msg.raw);
+    }
+  }
+
+  #onQuery(b: BackendConn, msg: Frame): void {
+    const buf = msg.buf;
+    const last = msg.end - 1;
+    if (last < msg.start + 5 || buf[last] !== 0) {
+      throw protocolError("invalid Query message: missing terminator");
+    }
+    const flags = scanSql(buf, msg.start + 5, last);
+    this.#triggers |= flags;
+    if (
+      b.prepared.size > this.#host.preparedCacheSize && this.#q.size === 0 && !this.#extOpen &&
+      this.#txn !== E
+    ) this.#evict(b); // only here is the transaction state known (nothing outstanding)
+    if ((flags & (Trigger.sqlPrepare | Trigger.backendPid | SETTING_NAMES)) === 0) {
+      b.out.append(msg.raw);
+      this.#q.push(Expect.query);
+      return;
+    }
+    const p = msg.payload;
+    const end = p.length - 1;
+    if ((flags & SETTING_NAMES) !== 0) this.#noteSettingNames(p, 0, end);
+    if ((flags & (Trigger.sqlPrepare | Trigger.backendPid)) === 0) {
+      b.out.append(msg.raw);
+      this.#q.push(Expect.query);
+      return;
+    }
+    let text = p.subarray(0, end);
+    if ((flags & Trigger.backendPid) !== 0) {
+      text = rewriteBackendPid(text, 0, text.length, this.pid) ?? text;
+    }
+    let plan: QueryPlan | undefined;
+    if ((flags & Trigger.sqlPrepare) !== 0 && (this.#pins & PIN_SQL) === 0) {
+      const planned = this.#planSqlPrepare(b, text);
+      if (planned !== null) {
+        text = planned.text;
+        plan = planned.plan;
+      }
+    }
+    b.out.w.begin(Frontend.query).bytes(text).byte(0).end();
+    this.#q.push(Expect.query, plan);
+  }
+
+  /**
+   * Rewrites PREPARE / EXECUTE / DEALLOCATE statement names to canonical ones, inserting the
+   * statements that make the backend's prepared statements match (their results swallowed).
+   */
+  #planSqlPrepare(
+    b: BackendConn,
+    text: Uint8Array,
+  ): { text: Uint8Array; plan: QueryPlan } | null {
+    const ops = findSqlPrepareOps(text);
+    if (ops.length === 0) return null;
+    const starts = statementStarts(text);
+    const sqlStmts = this.#sqlStmts ??= new Map();
+    const plan: QueryPlan = { swallow: [], undo: [], added: [], index: 0 };
+    const parts: Uint8Array[] = [];
+    let copied = 0;
+    const inject = (at: number, sql: string, undo?: () => void) => {
+      parts.push(text.subarray(copied, at), encoder.encode(sql + "; "));
+      copied = at;
+      plan.swallow.push(true);
+      plan.undo.push(undo);
+    };
+    const rename = (nameStart: number, nameEnd: number, canonical: string) => {
+      parts.push(text.subarray(copied, nameStart), encoder.encode(canonical));
+      copied = nameEnd;
+    };
+    const ensure = (at: number, s: SqlStmt) => {
+      if (b.touchPrepared(s.canonical)) return;
+      b.prepared.set(s.canonical, true);
+      plan.added.push(s.canonical);
+      inject(at, s.sql, () => b.prepared.delete(s.canonical));
+    };
+    let k = 0;
+    for (let j = 0; j < starts.length; j++) {
+      const at = starts[j]!;
+      const next = starts[j + 1] ?? Infinity;
+      let undo: (() => void) | undefined;
+      const op = k < ops.length && ops[k]!.nameStart >= at && ops[k]!.nameStart < next
+        ? ops[k++]!
+        : undefined;
+      const name = op?.name ?? null;
+      if (op === undefined || name === null) {
+        // A plain statement, or DEALLOCATE ALL (its tag clears the bookkeeping).
+      } else if (op.kind === "prepare") {
+        const existing = sqlStmts.get(name);
+        if (existing !== undefined) {
+          // Make Postgres refuse the duplicate, as it would (42P05).
+          ensure(at, existing);
+          rename(op.nameStart, op.nameEnd, existing.canonical);
+        } else {
+          const rest = text.subarray(op.nameEnd, op.stmtEnd);
+          const canonical = canonicalName("_ts", rest);
+          const s: SqlStmt = { canonical, sql: `PREPARE ${canonical}${decoder.decode(rest)}` };
+          sqlStmts.set(name, s);
+          if (b.touchPrepared(canonical)) {
+            // Another session prepared the same text here: let this PREPARE succeed.
+            inject(at, `DEALLOCATE ${canonical}`);
+          } else {
+            b.prepared.set(canonical, true);
+            plan.added.push(canonical);
+          }
+          rename(op.nameStart, op.nameEnd, canonical);
+          undo = () => {
+            if (sqlStmts.get(name) === s) sqlStmts.delete(name);
+            b.prepared.delete(canonical);
+          };
+        }
+      } else {
+        const s = sqlStmts.get(name);
+        if (s !== undefined) {
+          ensure(at, s);
+          rename(op.nameStart, op.nameEnd, s.canonical);
+          if (op.kind === "deallocate") {
+            sqlStmts.delete(name);
+            b.prepared.delete(s.canonical);
+            undo = () => {
+              sqlStmts.set(name, s);
+              b.prepared.set(s.canonical, true);
+            };
+          }
+        }
+      }
+      plan.swallow.push(false);
+      plan.undo.push(undo);
+    }
+    parts.push(text.subarray(copied));
+    return { text: concat(...parts), plan };
+  }
+
+  #noteSettingNames(p: Uint8Array, start: number, end: number): void {
+    for (const name of findCustomSettingNames(p, start, end)) {
+      (this.#customNames ??= new Set()).add(name);
+    }
+  }
+
+  /** Reads a Parse message: where its name ends, its trigger bits, its payload after rewrites. */
+  #readParse(msg: Frame): { nameEnd: number; flags: number; payload: Uint8Array } {
+    const p = msg.payload;
+    const nameEnd = p.indexOf(0);
+    const textEnd = nameEnd < 0 ? -1 : p.indexOf(0, nameEnd + 1);
+    if (textEnd < 0 || p.length < textEnd + 3) {
+      throw protocolError("invalid Parse message: missing terminator");
+    }
+    const flags = scanSql(p, nameEnd + 1, textEnd);
+    if ((flags & (Trigger.setStatement | Trigger.settings)) !== 0) {
+      this.#noteSettingNames(p, nameEnd + 1, textEnd);
+    }
+    let payload = p;
+    if ((flags & Trigger.backendPid) !== 0) {
+      const text = rewriteBackendPid(p, nameEnd + 1, textEnd, this.pid);
+      if (text !== null) payload = concat(p.subarray(0, nameEnd + 1), text, p.subarray(textEnd));
+    }
+    return { nameEnd, flags, payload };
+  }
+
+  /**
+   * A named Parse while no backend is held, of a statement this pool has already parsed
+   * successfully: answered here. False when a backend is needed.
+   */
+  #parseLocally(msg: Frame): boolean {
+    const { nameEnd, flags, payload } = this.#readParse(msg);
+    if (nameEnd === 0 || (flags & Trigger.sqlPrepare) !== 0) return false;
+    const name = nameKey(payload, 0, nameEnd);
+    if (this.#stmts?.has(name)) return false;
+    const canonical = canonicalName("_tp", payload.subarray(nameEnd + 1));
+    if (!this.#pool.knownStatements.has(canonical)) return false;
+    (this.#stmts ??= new Map()).set(name, {
+      canonical,
+      parse: rewriteStatementName(Frontend.parse, payload, canonical),
+      flags,
+    });
+    this.#pool.stats.preparedHits++;
+    this.#ow.parseComplete();
+    return true;
+  }
+
+  /** Close of a named statement while no backend is held: answered here. */
+  #closeLocally(msg: Frame): boolean {
+    const p = msg.payload;
+    const nameEnd = p.indexOf(0, 1);
+    if (p.length < 2 || nameEnd < 0) throw protocolError("invalid Close message");
+    if (p[0] !== 0x53 || nameEnd === 1) return false;
+    this.#stmts?.delete(nameKey(p, 1, nameEnd));
+    this.#ow.closeComplete();
+    return true;
+  }
+
+  #onParse(b: BackendConn, msg: Frame): void {
+    const { nameEnd, flags, payload } = this.#readParse(msg);
+    const p = msg.payload;
+    this.#extOpen = true;
+    if ((flags & Trigger.sqlPrepare) !== 0 && (this.#pins & PIN_SQL) === 0) {
+      if (!this.#pinForSqlPrepare(b)) {
+        // Have the backend fail this Parse (so the pipeline behaves as on any error) and
+        // report why instead of its syntax error.
+        b.out.w.parse("", "!");
+        this.#q.push(Expect.parse, {
+          subError: errorBytes(
+            SqlState.featureNotSupported,
+            "SQL PREPARE, EXECUTE and DEALLOCATE through the extended query protocol are not " +
+              "supported by the pooler in the middle of a pipeline",
+          ),
+        } as ParseAux);
+        return;
+      }
+    }
+    if (nameEnd === 0) {
+      this.#unnamedFlags = flags;
+      if (payload === p) b.out.append(msg.raw);
+      else b.out.w.begin(Frontend.parse).bytes(payload).end();
+      this.#q.push(Expect.parse);
+      return;
+    }
+    const name = nameKey(p, 0, nameEnd);
+    const stmts = this.#stmts ??= new Map();
+    const existing = stmts.get(name);
+    if (existing !== undefined) {
+      // Postgres refuses a second statement of the same name: have the backend refuse it
+      // under the existing canonical name, and report the client's name.
+      this.#ensurePrepared(b, existing);
+      writeWithStatementName(b.out.w, Frontend.parse, payload, existing.canonical);
+      this.#q.push(Expect.parse, {
+        subError: errorBytes(
+          "42P05",
+          `prepared statement "${displayName(name)}" already exists`,
+        ),
+      } as ParseAux);
+      return;
+    }
+    const canonical = canonicalName("_tp", payload.subarray(nameEnd + 1));
+    const stmt: ProtoStmt = {
+      canonical,
+      parse: rewriteStatementName(Frontend.parse, payload, canonical),
+      flags,
+    };
+    stmts.set(name, stmt);
+    if (this.#txn !== E && b.touchPrepared(canonical)) {
+      this.#pool.stats.preparedHits++;
+      this.#q.push(Expect.synthParse, { name, stmt } as ParseAux);
+      this.#drainSynthetic();
+      return;
+    }
+    const aux: ParseAux = { name, stmt };
+    if (!b.prepared.has(canonical)) {
+      this.#pool.stats.preparedMisses++;
+      b.prepared.set(canonical, true);
+      aux.canonical = canonical;
+    }
+    b.out.append(stmt.parse);
+    this.#q.push(Expect.parse, aux);
+  }
+
+  /** Makes sure the backend has the statement, injecting its Parse when it does not. */
+  #ensurePrepared(b: BackendConn, stmt: ProtoStmt): void {
+    if (b.touchPrepared(stmt.canonical)) {
+      this.#pool.stats.preparedHits++;
+      return;
+    }
+    this.#pool.stats.preparedMisses++;
+    b.prepared.set(stmt.canonical, true);
+    b.out.append(stmt.parse);
+    this.#q.push(Expect.injectedParse, stmt.canonical);
+  }
+
+  #onBind(b: BackendConn, msg: Frame): void {
+    const p = msg.payload;
+    const portalEnd = p.indexOf(0);
+    const nameEnd = portalEnd < 0 ? -1 : p.indexOf(0, portalEnd + 1);
+    if (nameEnd < 0) throw protocolError("invalid Bind message: missing terminator");
+    this.#extOpen = true;
+    if (nameEnd === portalEnd + 1) {
+      this.#triggers |= this.#unnamedFlags;
+      b.out.append(msg.raw);
+      this.#q.push(Expect.bind);
+      return;
+    }
+    const stmt = this.#stmts?.get(nameKey(p, portalEnd + 1, nameEnd));
+    if (stmt === undefined) {
+      b.out.append(msg.raw); // Postgres reports the unknown statement
+    } else {
+      this.#triggers |= stmt.flags;
+      this.#ensurePrepared(b, stmt);
+      writeWithStatementName(b.out.w, Frontend.bind, p, stmt.canonical);
+    }
+    this.#q.push(Expect.bind);
+  }
+
+  #onDescribe(b: BackendConn, msg: Frame): void {
+    const p = msg.payload;
+    const nameEnd = p.indexOf(0, 1);
+    if (p.length < 2 || nameEnd < 0) throw protocolError("invalid Describe message");
+    this.#extOpen = true;
+    const stmt = p[0] === 0x53 && nameEnd > 1
+      ? this.#stmts?.get(nameKey(p, 1, nameEnd))
+      : undefined;
+    if (stmt === undefined) {
+      b.out.append(msg.raw);
+    } else {
+      this.#ensurePrepared(b, stmt);
+      writeWithStatementName(b.out.w, Frontend.describe, p, stmt.canonical);
+    }
+    this.#q.push(Expect.describe);
+  }
+
+  #onClose(b: BackendConn, msg: Frame): void {
+    const p = msg.payload;
+    const nameEnd = p.indexOf(0, 1);
+    if (p.length < 2 || nameEnd < 0) throw protocolError("invalid Close message");
+    this.#extOpen = true;
+    if (p[0] === 0x53 && nameEnd > 1) {
+      // The canonical statement stays on the backend for others; only the client's name goes.
+      const name = nameKey(p, 1, nameEnd);
+      const stmt = this.#stmts?.get(name);
+      if (stmt !== undefined) this.#stmts!.delete(name);
+      this.#q.push(Expect.synthClose, { name, stmt } as CloseAux);
+      this.#drainSynthetic();
+      return;
+    }
+    b.out.append(msg.raw);
+    this.#q.push(Expect.close);
+  }
+
+  /**
+   * SQL-level PREPARE/EXECUTE/DEALLOCATE through the extended protocol: their effect comes at
+   * Execute, which the rewriting cannot follow, so the session is pinned and its SQL-level
+   * statements are re-created on the backend under their own names. False when that cannot
+   * be done here (in the middle of a pipeline).
+   */
+  #pinForSqlPrepare(b: BackendConn): boolean {
+    const stmts = this.#sqlStmts;
+    if (stmts !== null && stmts.size > 0) {
+      if (this.#q.size > 0 || this.#txn === E) return false;
+      const sql = [...stmts].map(([name, s]) =>
+        `PREPARE "${name.replaceAll('"', '""')}"${s.sql.slice(8 + s.canonical.length)}`
+      ).join("; ");
+      stmts.clear();
+      // The Parse being handled was already counted as opening the pipeline; the query goes first.
+      b.out.w.query(sql);
+      this.#q.push(Expect.replay, { what: "sql-pin", forwardParams: false } as ReplayAux);
+    }
+    this.#pins |= PIN_SQL;
+    return true;
+  }
+
+  /**
+   * Forwards a backend message as it is. Consecutive messages of one read are gathered into
+   * one span of the reader's buffer and copied once, when something else must be written or
+   * the read's messages are all handled.
+   */
+  #fwd(m: Frame): void {
+    if (this.#spanBuf === m.buf && this.#spanEnd === m.start) {
+      this.#spanEnd = m.end;
+      return;
+    }
+    this.#flushSpan();
+    this.#spanBuf = m.buf;
+    this.#spanStart = m.start;
+    this.#spanEnd = m.end;
+  }
+
+  #flushSpan(): void {
+    const buf = this.#spanBuf;
+    if (buf === null) return;
+    this.#spanBuf = null;
+    this.#out.w.bytes(buf.subarray(this.#spanStart, this.#spanEnd));
+  }
+
+  /** The client's writer, after what was forwarded so far (order is kept). */
+  get #ow(): MessageWriter {
+    this.#flushSpan();
+    return this.#out.w;
+  }
+
+  #flushOut(): Promise<void> {
+    this.#flushSpan();
+    return this.#out.flush();
+  }
+
+  #drainSynthetic(): void {
+    const q = this.#q;
+    for (;;) {
+      const k = q.headKind;
+      if (k === Expect.synthParse) this.#ow.parseComplete();
+      else if (k === Expect.synthClose) this.#ow.closeComplete();
+      else return;
+      q.shift();
+    }
+  }
+
+  // ---------------------------------------------------------------- backend side
+
+  /** Handles one message from the backend this session holds. */
+  onBackendMessage(b: BackendConn, msg: Frame): void {
+    const t = msg.type;
+    const q = this.#q;
+    const kind = q.headKind;
+    switch (t) {
+      case Backend.noticeResponse:
+        if (kind < Expect.replay) this.#fwd(msg);
+        return;
+      case Backend.parameterStatus:
+        if (kind < Expect.replay) {
+          this.#fwd(msg);
+          this.#triggers |= Trigger.settings;
+        } else if (
+          kind === Expect.verify || // its only writes put back the client's startup settings
+          (kind === Expect.replay && (q.headAux as ReplayAux).forwardParams)
+        ) {
+          this.#fwd(msg);
+        }
+        return;
+      case Backend.notificationResponse:
+        this.#forwardNotification(b, msg);
+        return;
+    }
+    switch (kind) {
+      case Expect.query:
+        this.#onQueryReply(b, msg);
+        return;
+      case Expect.sync:
+        if (t === Backend.readyForQuery) {
+          this.#fwd(msg);
+          q.shift();
+          this.#skipping = false;
+          this.#ready(b, msg.payload[0]!);
+          return;
+        }
+        if (t === Backend.errorResponse) { // e.g. a deferred constraint failing at commit
+          this.#fwd(msg);
+          return;
+        }
+        break;
+      case Expect.parse:
+        if (t === Backend.parseComplete) {
+          const stmt = (q.headAux as ParseAux | undefined)?.stmt;
+          if (stmt !== undefined) this.#pool.rememberStatement(stmt.canonical);
+          return this.#complete(msg);
+        }
+        if (t === Backend.errorResponse) return this.#extError(b, msg);
+        break;
+      case Expect.bind:
+        if (t === Backend.bindComplete) return this.#complete(msg);
+        if (t === Backend.errorResponse) return this.#extError(b, msg);
+        break;
+      case Expect.describe:
+        if (t === Backend.rowDescription || t === Backend.noData) return this.#complete(msg);
+        if (t === Backend.parameterDescription) {
+          this.#fwd(msg);
+          return;
+        }
+        if (t === Backend.errorResponse) return this.#extError(b, msg);
+        break;
+      case Expect.execute:
+        switch (t) {
+          case Backend.dataRow:
+          case Backend.copyData:
+          case Backend.copyDone:
+          case Backend.copyOutResponse:
+            this.#fwd(msg);
+            return;
+          case Backend.commandComplete:
+            this.#checkTag(b, msg.payload);
+            return this.#complete(msg);
+          case Backend.emptyQueryResponse:
+          case Backend.portalSuspended:
+            return this.#complete(msg);
+          case Backend.copyInResponse:
+            this.#copyIn = true;
+            this.#fwd(msg);
+            return;
+          case Backend.errorResponse:
+            return this.#extError(b, msg);
+        }
+        break;
+      case Expect.close:
+        if (t === Backend.closeComplete) return this.#complete(msg);
+        if (t === Backend.errorResponse) return this.#extError(b, msg);
+        break;
+      case Expect.injectedParse:
+        if (t === Backend.parseComplete) {
+          this.#pool.rememberStatement(q.headAux as string);
+          q.shift();
+          this.#drainSynthetic();
+          return;
+        }
+        if (t === Backend.errorResponse) return this.#extError(b, msg);
+        break;
+      case Expect.replay:
+        this.#onReplayReply(b, msg);
+        return;
+      case Expect.verify:
+        this.#onVerifyReply(b, msg);
+        return;
+    }
+    this.#confused(b, msg);
+  }
+
+  /** Forwards the message that completes the head entry and moves on. */
+  #complete(msg: Frame): void {
+    this.#fwd(msg);
+    this.#q.shift();
+    this.#drainSynthetic();
+  }
+
+  #onQueryReply(b: BackendConn, msg: Frame): void {
+    const plan = this.#q.headAux as QueryPlan | undefined;
+    switch (msg.type) {
+      case Backend.readyForQuery:
+        this.#fwd(msg);
+        this.#q.shift();
+        this.#ready(b, msg.payload[0]!);
+        return;
+      case Backend.commandComplete:
+        this.#checkTag(b, msg.payload);
+        if (plan !== undefined && plan.swallow[plan.index++] === true) return;
+        break;
+      case Backend.errorResponse:
+        if (plan !== undefined) {
+          // This statement and the rest of the query did not run.
+          for (let i = plan.undo.length - 1; i >= plan.index; i--) plan.undo[i]?.();
+          plan.index = plan.undo.length;
+        }
+        break;
+      case Backend.copyInResponse:
+        this.#copyIn = true;
+        break;
+    }
+    this.#fwd(msg);
+  }
+
+  /** An error in the extended protocol: Postgres now skips everything up to Sync. */
+  #extError(b: BackendConn, msg: Frame): void {
+    const q = this.#q;
+    const aux = q.headAux as ParseAux | undefined;
+    if (q.headKind === Expect.parse && aux?.subError !== undefined) this.#ow.bytes(aux.subError);
+    else this.#fwd(msg);
+    this.#undo(b, q.headKind, aux);
+    q.shift();
+    while (q.size > 0 && q.headKind !== Expect.sync) {
+      this.#undo(b, q.headKind, q.headAux);
+      q.shift();
+    }
+    // Until the client's Sync is seen, what it sends is skipped by the backend too.
+    this.#skipping = q.size === 0;
+  }
+
+  /** Reverts what the pooler assumed of a request that Postgres did not carry out. */
+  #undo(b: BackendConn, kind: number, aux: unknown): void {
+    switch (kind) {
+      case Expect.parse:
+      case Expect.synthParse: {
+        const a = aux as ParseAux | undefined;
+        if (a?.name !== undefined && this.#stmts?.get(a.name) === a.stmt) {
+          this.#stmts!.delete(a.name);
+        }
+        if (a?.canonical !== undefined) b.prepared.delete(a.canonical);
+        return;
+      }
+      case Expect.injectedParse:
+        b.prepared.delete(aux as string);
+        return;
+      case Expect.synthClose: {
+        const a = aux as CloseAux;
+        if (a.stmt !== undefined) (this.#stmts ??= new Map()).set(a.name, a.stmt);
+        return;
+      }
+    }
+  }
+
+  /** Looks at command tags that change what the pooler tracks. */
+  #checkTag(b: BackendConn, p: Uint8Array): void {
+    const c = p[0];
+    if (c === 0x53) { // SET
+      if (p.length === 4 && p[1] === 0x45 && p[2] === 0x54) this.#triggers |= Trigger.settings;
+    } else if (c === 0x52) { // RESET
+      if (p.length === 6 && p[1] === 0x45 && p[2] === 0x53) this.#triggers |= Trigger.settings;
+    } else if (c === 0x44 && p.length > 8) { // DISCARD ..., DEALLOCATE ALL
+      const tag = decoder.decode(p.subarray(0, p.length - 1));
+      if (tag === "DISCARD ALL") {
+        this.#triggers |= Trigger.settings | Trigger.unpin;
+        this.#forgetStatements(b);
+      } else if (tag === "DEALLOCATE ALL") {
+        this.#forgetStatements(b);
+      } else if (tag.startsWith("DISCARD")) {
+        this.#triggers |= Trigger.unpin;
+      }
+    }
+  }
+
+  /** After DISCARD ALL or DEALLOCATE ALL: no prepared statement is left on the backend. */
+  #forgetStatements(b: BackendConn): void {
+    b.prepared.clear();
+    this.#stmts?.clear();
+    this.#sqlStmts?.clear();
+    this.#pins &= ~PIN_SQL;
+    // Requests queued after this one prepared statements again.
+    this.#q.forEach((kind, aux) => {
+      if (kind === Expect.parse || kind === Expect.synthParse) {
+        const a = aux as ParseAux | undefined;
+        if (a?.name !== undefined && a.stmt !== undefined) {
+          (this.#stmts ??= new Map()).set(a.name, a.stmt);
+          b.prepared.set(a.stmt.canonical, true);
+        }
+      } else if (kind === Expect.injectedParse) {
+        b.prepared.set(aux as string, true);
+      } else if (kind === Expect.query && aux !== undefined) {
+        for (const c of (aux as QueryPlan).added) b.prepared.set(c, true);
+      }
+    });
+  }
+
+  #forwardNotification(b: BackendConn, msg: Frame): void {
+    const p = msg.payload;
+    if (p.length >= 4) {
+      const sender = (p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!;
+      if (sender === b.pid) {
+        // Sent by this session itself: show the pid the session knows as its own.
+        const raw = msg.raw.slice();
+        new DataView(raw.buffer).setInt32(5, this.pid);
+        this.#ow.bytes(raw);
+        return;
+      }
+    }
+    this.#fwd(msg);
+  }
+
+  #onReplayReply(b: BackendConn, msg: Frame): void {
+    const a = this.#q.headAux as ReplayAux;
+    if (msg.type === Backend.errorResponse) {
+      a.error = decodeError(msg.payload);
+    } else if (msg.type === Backend.readyForQuery) {
+      this.#q.shift();
+      if (a.error !== undefined) this.#replayFailed(b, a);
+      this.#ready(b, msg.payload[0]!);
+    }
+  }
+
+  #replayFailed(b: BackendConn, a: ReplayAux): void {
+    if (this.#establishing !== null && a.what === "settings") {
+      this.#startupError = a.error!;
+    } else {
+      this.#host.log.warn("a statement of the pooler failed on a backend; it will be closed", {
+        what: a.what,
+        backend: b.id,
+        error: a.error,
+      });
+    }
+    b.broken = true;
+  }
+
+  /** Reads back settings and/or pinned state after a transaction that may have changed them. */
+  #verify(b: BackendConn, settings: boolean, pins: boolean): void {
+    const parts: string[] = [];
+    const restore = settings && this.#startup.size > 0 && this.#establishing === null;
+    if (restore) parts.push(restoreStartupSql(this.#startup));
+    if (settings) parts.push(readSettingsSql(this.#customNames ?? []));
+    if (pins) parts.push(READ_PINS_SQL);
+    b.out.w.query(parts.join("; "));
+    this.#q.push(Expect.verify, {
+      restore,
+      settings,
+      pins,
+      results: [],
+      rows: [],
+      error: null,
+    } as VerifyAux);
+    b.out.flush();
+  }
+
+  #onVerifyReply(b: BackendConn, msg: Frame): void {
+    const v = this.#q.headAux as VerifyAux;
+    switch (msg.type) {
+      case Backend.dataRow:
+        v.rows.push(decodeDataRowText(msg.payload));
+        return;
+      case Backend.commandComplete:
+        v.results.push(v.rows);
+        v.rows = [];
+        return;
+      case Backend.errorResponse:
+        v.error = decodeError(msg.payload);
+        return;
+      case Backend.readyForQuery:
+        this.#q.shift();
+        this.#applyVerify(b, v);
+        this.#ready(b, msg.payload[0]!);
+        return;
+    }
+  }
+
+  #applyVerify(b: BackendConn, v: VerifyAux): void {
+    if (v.error !== null) {
+      this.#host.log.warn("could not check session state after a transaction", {
+        backend: b.id,
+        error: v.error,
+      });
+      if (v.pins) this.#pins |= PinReason.unverified;
+      if (v.settings) {
+        b.broken = true;
+        if (this.#establishing !== null) this.#startupError ??= v.error;
+      }
+      this.#establishing?.resolve();
+      return;
+    }
+    let i = v.restore ? 1 : 0;
+    if (v.settings) this.#applySettings(b, v.results[i++] ?? []);
+    if (v.pins) {
+      const row = v.results[i]?.[0] ?? [];
+      const n = (k: number) => Number(row[k] ?? 0) > 0;
+      this.#pins = (this.#pins & PIN_SQL) |
+        (n(0) ? PinReason.temp_table : 0) |
+        (n(1) ? PinReason.listen : 0) |
+        (n(2) ? PinReason.advisory_lock : 0) |
+        (n(3) ? PinReason.holdable_cursor : 0);
+    }
+    this.#establishing?.resolve();
+  }
+
+  #applySettings(b: BackendConn, rows: (string | null)[][]): void {
+    const m = settingsFromRows(rows, this.#pool.user);
+    this.#settings = m;
+    this.#settingsKey = settingsKey(m);
+    b.settings = m;
+    b.settingsKey = this.#settingsKey;
+  }
+
+  /** ReadyForQuery from the backend (already forwarded or swallowed). */
+  #ready(b: BackendConn, status: number): void {
+    this.#txn = status;
+    this.#drainSynthetic();
+    if (this.#q.size > 0 || this.#backend !== b) return;
+    if (this.#clientGone) this.#cleanAfterClient(b);
+    else if (status === I) this.#idlePoint(b);
+  }
+
+  /** No transaction open and nothing outstanding: check state, then give the backend back. */
+  #idlePoint(b: BackendConn): void {
+    const t = this.#triggers;
+    const settings = (t & Trigger.settings) !== 0;
+    const pins = (t & PIN_TRIGGERS) !== 0 || (this.#pins !== 0 && (t & Trigger.unpin) !== 0);
+    this.#triggers = 0;
+    if (settings || pins) {
+      this.#verify(b, settings, pins);
+      return;
+    }
+    if (this.#establishing !== null) {
+      this.#release(b);
+      return;
+    }
+    if (this.#clientGone) {
+      if (this.#pins !== 0) this.#discard(b);
+      else this.#release(b);
+      return;
+    }
+    if (this.#pins === 0) this.#release(b);
+  }
+
+  #release(b: BackendConn): void {
+    this.#backend = null;
+    if (this.#dirty === b) this.#dirty = null;
+    this.#pool.release(b);
+  }
+
+  #discard(b: BackendConn): void {
+    this.#backend = null;
+    if (this.#dirty === b) this.#dirty = null;
+    this.#q.clear();
+    this.#pool.discard(b);
+  }
+
+  /** Postgres sent something the pooler cannot place: the backend's state is unknown. */
+  #confused(b: BackendConn, msg: Frame): void {
+    if (msg.type === Backend.errorResponse && this.#q.size === 0) {
+      // Postgres ending the session on its own (terminated, idle-in-transaction timeout,
+      // shutdown): the client gets Postgres's own FATAL error, then the connection closes.
+      this.#fwd(msg);
+      this.#discard(b);
+      this.#closing = true;
+      this.#flushOut().finally(() => this.#closeClient());
+      return;
+    }
+    this.#host.log.error("unexpected message from a backend; closing it and the client", {
+      backend: b.id,
+      type: msg.typeChar,
+      expected: this.#q.headKind,
+    });
+    if (msg.type === Backend.errorResponse) this.#fwd(msg);
+    this.#discard(b);
+    this.#fatal(
+      new TesseraError(SqlState.protocolViolation, "protocol confusion between pooler and server", {
+        severity: "FATAL",
+      }),
+    );
+  }
+
+  /**
+   * Sends the client what this batch produced; returns a promise to wait on only when the
+   * client is not keeping up (a large result), which holds back reading from the backend.
+   */
+  onBackendBatchEnd(_b: BackendConn): Promise<void> | undefined {
+    this.#flushSpan();
+    return this.#out.push(256 * 1024);
+  }
+
+  /** The backend failed while held: the session's state is lost with it. */
+  onBackendClosed(b: BackendConn, err: unknown): void {
+    if (this.#backend !== b) return;
+    this.#backend = null;
+    if (this.#dirty === b) this.#dirty = null;
+    this.#q.clear();
+    this.#pool.discard(b);
+    if (this.#establishing !== null) {
+      this.#establishing.reject(err);
+      return;
+    }
+    if (this.#clientGone) return;
+    this.#fatal(
+      new TesseraError(SqlState.connectionFailure, "server connection lost", {
+        severity: "FATAL",
+        detail: err instanceof Error ? err.message : String(err),
+      }),
+    );
+  }
+
+  // ---------------------------------------------------------------- ending
+
+  /** Sends a FATAL error to the client and closes its connection once it is written. */
+  #fatal(err: TesseraError): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    const fatal = err.severity === "FATAL" || err.severity === "PANIC"
+      ? err
+      : new TesseraError(err.code, err.message, {
+        severity: "FATAL",
+        detail: err.detail,
+        hint: err.hint,
+      });
+    try {
+      this.#ow.errorResponse(fatal);
+    } catch {
+      this.#out.discard();
+      this.#ow.errorResponse(
+        new TesseraError(fatal.code, "connection closed by the pooler", { severity: "FATAL" }),
+      );
+    }
+    this.#flushOut().finally(() => this.#closeClient());
+  }
+
+  #closeClient(): void {
+    this.#closing = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Ends the session from outside (shutdown): the client gets 57P01. */
+  terminate(): void {
+    this.#fatal(
+      new TesseraError(
+        SqlState.adminShutdown,
+        "terminating connection due to administrator command",
+        {
+          severity: "FATAL",
+        },
+      ),
+    );
+  }
+
+  /**
+   * The client is gone (or broke the protocol): clean the backend, then forget the session.
+   * After a Terminate, work already sent is finished (as Postgres would) before the backend is
+   * cleaned; after a dropped connection or a protocol error, a running query is cancelled.
+   */
+  #clientEnded(error: unknown, graceful: boolean): void {
+    if (this.#clientGone) return;
+    this.#clientGone = true;
+    if (
+      error !== null && error instanceof TesseraError && error.code === SqlState.protocolViolation
+    ) {
+      this.#host.log.info("closing a client that broke the protocol", {
+        session: this.pid,
+        error,
+      });
+      this.#fatal(error);
+      this.#flushOut().finally(() => this.#out.close());
+    } else {
+      this.#flushOut().finally(() => {
+        this.#out.close();
+        this.#closeClient();
+      });
+    }
+    const b = this.#backend;
+    if (b !== null) {
+      if (this.#copyIn) {
+        this.#host.cancelBackend(b);
+        this.#discard(b);
+      } else if (this.#q.size === 0) {
+        this.#cleanAfterClient(b);
+      } else if (!graceful) {
+        // Results outstanding and nobody to read them: stop the query, drop the connection
+        // (closed, it is never lent again, so the cancel cannot reach another client).
+        this.#host.cancelBackend(b);
+        this.#discard(b);
+      }
+      // else: the responses still expected are swallowed by the closed outbox; #ready
+      // cleans the backend once they are all in.
+    }
+    this.#host.sessionEnded(this);
+  }
+
+  /** Nothing outstanding and the client gone: roll back, check state, give the backend back. */
+  #cleanAfterClient(b: BackendConn): void {
+    if (this.#txn !== I) {
+      b.out.w.query("ROLLBACK");
+      this.#q.push(Expect.replay, { what: "rollback", forwardParams: false } as ReplayAux);
+      b.out.flush();
+    } else {
+      this.#idlePoint(b);
+    }
+  }
+
+  /** The backend serving this session right now, if any (the target of a cancel request). */
+  get backend(): BackendConn | null {
+    return this.#backend;
+  }
+}
+
+/** Offsets where each non-empty statement of a simple query starts. */
+function statementStarts(text: Uint8Array): number[] {
+  const lx = new SqlLexer(text);
+  const out: number[] = [];
+  let inStatement = false;
+  for (;;) {
+    const t = lx.next();
+    if (t === Tok.eof) break;
+    if (t === Tok.semicolon) {
+      inStatement = false;
+      continue;
+    }
+    if (!inStatement) {
+      out.push(lx.start);
+      inStatement = true;
+    }
+  }
+  return out;
+}

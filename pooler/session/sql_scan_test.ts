@@ -1,0 +1,86 @@
+import { assertEquals } from "../../shared/testing/assert.ts";
+import {
+  findCustomSettingNames,
+  findSqlPrepareOps,
+  rewriteBackendPid,
+  scanSql,
+  Trigger,
+} from "./sql_scan.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const scan = (sql: string) => scanSql(enc.encode(sql));
+
+Deno.test("scanSql finds state that pins a session", () => {
+  assertEquals(scan("CREATE TEMP TABLE t (a int)"), Trigger.temp);
+  assertEquals(scan("create global temporary table t (a int)"), Trigger.temp);
+  assertEquals(scan("select * into temp t from x"), Trigger.temp);
+  assertEquals(scan("create table pg_temp.t (a int)"), Trigger.temp);
+  assertEquals(scan("LISTEN chan"), Trigger.listen);
+  assertEquals(scan("select pg_advisory_lock(1)"), Trigger.advisory);
+  assertEquals(scan("select pg_try_advisory_lock_shared(1)"), Trigger.advisory);
+  assertEquals(scan("select pg_advisory_xact_lock(1)"), 0);
+  assertEquals(scan("declare c cursor with hold for select 1"), Trigger.hold);
+  assertEquals(scan("unlisten *"), Trigger.unpin);
+  assertEquals(scan("select pg_advisory_unlock_all()"), Trigger.unpin);
+  assertEquals(scan("discard all"), Trigger.unpin | Trigger.settings);
+});
+
+Deno.test("scanSql ignores keywords in literals, identifiers and comments", () => {
+  assertEquals(scan("select 'create temp table', \"listen\" from t -- listen\n"), 0);
+  assertEquals(scan("select $$ pg_advisory_lock(1) $$, $x$ set_config $x$"), 0);
+  assertEquals(scan("select E'it\\'s listen' /* nested /* listen */ temp */"), 0);
+  assertEquals(scan("select temp from weather"), 0);
+  assertEquals(scan("select $1::int, abalance from pgbench_accounts where aid = $1"), 0);
+});
+
+Deno.test("scanSql flags several statements, set_config, pg_backend_pid and SQL prepare", () => {
+  assertEquals(scan("select 1; select 2"), Trigger.multi);
+  assertEquals(scan("select 1;"), 0);
+  assertEquals(scan("select set_config('a.b', '1', false)"), Trigger.settings);
+  assertEquals(scan("select pg_backend_pid()"), Trigger.backendPid);
+  assertEquals(scan("PREPARE p AS select 1"), Trigger.sqlPrepare);
+  assertEquals(scan("begin; execute p(1)"), Trigger.sqlPrepare | Trigger.multi);
+  assertEquals(scan("(select 1) union (select 2)"), 0);
+  assertEquals(scan("SET search_path = a"), Trigger.setStatement);
+  assertEquals(scan("select 1; reset all"), Trigger.setStatement | Trigger.multi);
+});
+
+Deno.test("rewriteBackendPid replaces calls, keeping the column name", () => {
+  const sql = enc.encode(
+    "select pg_backend_pid(), pg_catalog.pg_backend_pid ( ), 'pg_backend_pid()'",
+  );
+  const out = rewriteBackendPid(sql, 0, sql.length, 42);
+  assertEquals(
+    dec.decode(out!),
+    "select (SELECT 42::int4 AS pg_backend_pid), (SELECT 42::int4 AS pg_backend_pid), 'pg_backend_pid()'",
+  );
+  assertEquals(rewriteBackendPid(enc.encode("select 1"), 0, 8, 1), null);
+});
+
+Deno.test("findSqlPrepareOps locates statement names", () => {
+  const sql =
+    'PREPARE Foo (int) AS select $1; EXECUTE "Bar"(1); deallocate prepare all; DEALLOCATE x';
+  const ops = findSqlPrepareOps(enc.encode(sql));
+  assertEquals(ops.map((o) => [o.kind, o.name, o.all]), [
+    ["prepare", "foo", false],
+    ["execute", "Bar", false],
+    ["deallocate", null, true],
+    ["deallocate", "x", false],
+  ]);
+  assertEquals(sql.slice(ops[0]!.nameStart, ops[0]!.nameEnd), "Foo");
+  assertEquals(sql.slice(ops[0]!.nameEnd, ops[0]!.stmtEnd), " (int) AS select $1");
+  assertEquals(sql.slice(ops[1]!.nameStart, ops[1]!.nameEnd), '"Bar"');
+});
+
+Deno.test("findCustomSettingNames finds dotted settings set by SET, RESET and set_config", () => {
+  const sql =
+    "SET myapp.Tenant = 'a'; set local \"App\".x to 1; reset other.y; SET work_mem = 1; " +
+    "select set_config('rls.user', '42', true), set_config($1, 'x', false), set_config('plain', '', false)";
+  assertEquals(findCustomSettingNames(enc.encode(sql)), [
+    "myapp.tenant",
+    "App.x",
+    "other.y",
+    "rls.user",
+  ]);
+});

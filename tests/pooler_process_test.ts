@@ -1,0 +1,201 @@
+/**
+ * End to end: the pooler as users run it (`deno task pooler`), standalone and in a cluster,
+ * against a real Postgres and a real etcd, driven by real clients (psql, node-postgres) and by
+ * its Connect service.
+ */
+import pg from "pg";
+import { PoolerService, PostgresRole } from "../proto/gen/tessera/pooler/v1/pooler_pb.ts";
+import { createRpcClient } from "../shared/rpc/mod.ts";
+import { startEtcd } from "../shared/proc/mod.ts";
+import { TopoClient } from "../shared/topo/mod.ts";
+import { createScramVerifier } from "../shared/wire/mod.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "../shared/testing/assert.ts";
+import { startTestPostgres } from "./support/postgres.ts";
+import { makeSharedTempDir, startTask, waitFor } from "./support/process.ts";
+
+const PG_PORT = 12750;
+const POOLER_PORT = 12751;
+const POOLER_HTTP = 12752;
+const ETCD_CLIENT = 12753;
+const ETCD_PEER = 12754;
+
+async function psql(port: number, sql: string, env: Record<string, string> = {}) {
+  const out = await new Deno.Command("psql", {
+    args: [
+      "-X",
+      "-At",
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-U",
+      "postgres",
+      "-d",
+      "postgres",
+      "-c",
+      sql,
+    ],
+    env: { PGCONNECT_TIMEOUT: "10", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout).trim(),
+    stderr: new TextDecoder().decode(out.stderr).trim(),
+  };
+}
+
+Deno.test({
+  name:
+    "pooler process: standalone with SCRAM users file, cluster registration under a lease, status RPCs",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const postgres = await startTestPostgres({ port: PG_PORT });
+    const base = await makeSharedTempDir("tessera-pooler-");
+    const etcd = await startEtcd({
+      dataDir: `${base}/etcd`,
+      clientPort: ETCD_CLIENT,
+      peerPort: ETCD_PEER,
+    });
+    const endpoint = `http://127.0.0.1:${ETCD_CLIENT}`;
+    const topo = await TopoClient.connect({ endpoints: endpoint });
+    let proc: Awaited<ReturnType<typeof startTask>> | undefined;
+    try {
+      // Standalone, SCRAM over TCP against a users file.
+      await Deno.writeTextFile(
+        `${base}/users.json`,
+        JSON.stringify({
+          users: [{ name: "postgres", scramVerifier: await createScramVerifier("pw-1") }],
+        }),
+      );
+      const common = [
+        "--postgres-socket-dir",
+        postgres.socketDir,
+        "--postgres-port",
+        String(PG_PORT),
+        "--listen",
+        `127.0.0.1:${POOLER_PORT}`,
+        "--http-listen",
+        `127.0.0.1:${POOLER_HTTP}`,
+        "--pool-size",
+        "4",
+      ];
+      proc = await startTask("pooler", [
+        ...common,
+        "--auth",
+        "scram-sha-256",
+        "--auth-file",
+        `${base}/users.json`,
+      ], `${base}/pooler.log`);
+      await waitFor("pooler /live", async () => {
+        const res = await fetch(`http://127.0.0.1:${POOLER_HTTP}/live`);
+        await res.body?.cancel();
+        return res.ok ? true : undefined;
+      });
+      const ok = await psql(POOLER_PORT, "select 40 + 2", { PGPASSWORD: "pw-1" });
+      assertEquals(ok, { code: 0, stdout: "42", stderr: "" });
+      const wrong = await psql(POOLER_PORT, "select 1", { PGPASSWORD: "nope" });
+      assertEquals(wrong.code, 2);
+      assertMatch(wrong.stderr, /password authentication failed for user "postgres"/);
+      const client = new pg.Client({
+        host: "127.0.0.1",
+        port: POOLER_PORT,
+        user: "postgres",
+        database: "postgres",
+        password: "wrong",
+      });
+      const err = await assertRejects(() => client.connect()) as Error & { code?: string };
+      assertEquals(err.code, "28P01");
+      await proc.stop();
+
+      // In a cluster: registered in the cell topo, type read from Postgres.
+      await topo.global.cells.put(["zone1"], topo.defaultCellRecord("zone1"));
+      proc = await startTask("pooler", [
+        ...common,
+        "--topo-endpoint",
+        endpoint,
+        "--alias",
+        "zone1-pooler-1",
+        "--keyspace",
+        "app",
+        "--shard",
+        "0",
+        "--tag",
+        "olap",
+        "--lease-ttl",
+        "3",
+      ], `${base}/pooler.log`);
+      const cell = await topo.cell("zone1");
+      const record = await waitFor(
+        "pooler topo record",
+        async () => (await cell.poolers.get("zone1-pooler-1"))?.value,
+      );
+      assertEquals(record, {
+        alias: "zone1-pooler-1",
+        cell: "zone1",
+        keyspace: "app",
+        shard: "0",
+        type: "primary",
+        tags: ["olap"],
+        pgAddress: `127.0.0.1:${POOLER_PORT}`,
+        rpcAddress: `127.0.0.1:${POOLER_HTTP}`,
+        hostname: record.hostname,
+      });
+      assertEquals((await psql(POOLER_PORT, "select current_user")).stdout, "postgres");
+
+      const rpc = createRpcClient(PoolerService, `http://127.0.0.1:${POOLER_HTTP}`);
+      const status = await rpc.status({});
+      assertEquals(status.alias, "zone1-pooler-1");
+      assertEquals([status.cell, status.keyspace, status.shard], ["zone1", "app", "0"]);
+      assertEquals(status.postgres?.role, PostgresRole.PRIMARY);
+      assertMatch(status.postgres?.lsn ?? "", /^[0-9A-F]+\/[0-9A-F]+$/);
+      assert(status.pools.some((p) => p.user === "postgres" && p.database === "postgres"));
+
+      const reports = [];
+      for await (const report of rpc.healthStream({ intervalMs: 100 }, { timeoutMs: 5000 })) {
+        reports.push(report);
+        if (reports.length === 3) break;
+      }
+      assertEquals(reports.map((r) => r.serving), [true, true, true]);
+      assert(reports[2]!.timestampMs >= reports[0]!.timestampMs);
+
+      const statusJson = await (await fetch(`http://127.0.0.1:${POOLER_HTTP}/status`)).json();
+      assertEquals(statusJson.postgres.role, "primary");
+
+      // A killed pooler's record disappears when its lease expires.
+      await proc.stop("SIGKILL");
+      await waitFor(
+        "record gone after lease expiry",
+        async () => (await cell.poolers.get("zone1-pooler-1")) === undefined ? true : undefined,
+        20_000,
+      );
+      proc = undefined;
+    } finally {
+      await proc?.stop();
+      await topo.close();
+      await etcd.stop();
+      await postgres.cleanup();
+      await Deno.remove(base, { recursive: true }).catch(() => undefined);
+    }
+  },
+});
+
+Deno.test("pooler exits with a clear message for invalid flags", async () => {
+  const [program, ...args] = (await import("./support/process.ts")).taskCommand("pooler");
+  const out = await new Deno.Command(program!, {
+    args: [...args, "--pool-size", "0", "--listen", "nowhere"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(out.code, 2);
+  const stderr = new TextDecoder().decode(out.stderr);
+  assertMatch(stderr, /--pool-size \(POOLER_POOL_SIZE\)/);
+  assertMatch(stderr, /--listen \(POOLER_LISTEN\): must be HOST:PORT/);
+
+  const missing = await new Deno.Command(program!, { args, stdout: "piped", stderr: "piped" })
+    .output();
+  assertEquals(missing.code, 2);
+  assertMatch(new TextDecoder().decode(missing.stderr), /give --postgres-socket-dir/);
+});

@@ -1,0 +1,439 @@
+/**
+ * End to end: the pooler's behaviour at the edges of the protocol, against a real Postgres:
+ * clients killed mid-transaction, cancel requests, the pool's wait timeout, bad input from one
+ * client while another keeps working, COPY in both directions, shutdown.
+ */
+import pg from "pg";
+import { type PoolerServer, startPooler } from "../pooler/mod.ts";
+import { TesseraError } from "../shared/errors/mod.ts";
+import {
+  Backend,
+  decodeErrorFields,
+  MessageReader,
+  MessageWriter,
+  PgClient,
+  type WireMessage,
+  writeAll,
+} from "../shared/wire/mod.ts";
+import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
+import { startTestPostgres, type TestPostgres } from "./support/postgres.ts";
+import { waitFor } from "./support/process.ts";
+
+const PG_PORT = 12720;
+const POOLER_PORT = 12721;
+const SMALL_POOLER_PORT = 12722;
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+async function withPooler(
+  fn: (pooler: PoolerServer, db: TestPostgres) => Promise<void>,
+  poolSize = 4,
+) {
+  const db = await startTestPostgres({ port: PG_PORT });
+  let pooler: PoolerServer | undefined;
+  try {
+    pooler = await startPooler({
+      listen: [`127.0.0.1:${POOLER_PORT}`],
+      postgres: { socketDir: db.socketDir, port: PG_PORT },
+      poolSize,
+      queueTimeoutMs: 30_000,
+    });
+    await fn(pooler, db);
+  } finally {
+    await pooler?.shutdown();
+    await db.cleanup();
+  }
+}
+
+/** A client over the pooler speaking the protocol by hand. */
+class RawClient {
+  readonly conn: Deno.Conn;
+  readonly reader: MessageReader;
+  pid = 0;
+  secret = 0;
+
+  private constructor(conn: Deno.Conn) {
+    this.conn = conn;
+    this.reader = new MessageReader(conn);
+  }
+
+  static async connect(port = POOLER_PORT, login = true): Promise<RawClient> {
+    const c = new RawClient(await Deno.connect({ hostname: "127.0.0.1", port }));
+    if (login) {
+      await c.send((w) => w.startupMessage({ user: "postgres", database: "postgres" }));
+      for (const m of await c.untilReady()) {
+        if (m.type === Backend.backendKeyData) {
+          const v = new DataView(m.payload.buffer, m.payload.byteOffset);
+          c.pid = v.getInt32(0);
+          c.secret = v.getInt32(4);
+        }
+      }
+    }
+    return c;
+  }
+
+  async send(build: (w: MessageWriter) => void): Promise<void> {
+    const w = new MessageWriter();
+    build(w);
+    await writeAll(this.conn, w.view());
+  }
+
+  async sendBytes(bytes: number[] | Uint8Array): Promise<void> {
+    await writeAll(this.conn, Uint8Array.from(bytes));
+  }
+
+  /** Messages up to and including ReadyForQuery (copies). */
+  async untilReady(): Promise<{ type: number; payload: Uint8Array }[]> {
+    const out: { type: number; payload: Uint8Array }[] = [];
+    for (;;) {
+      const m = await this.reader.next();
+      if (m === null) throw new Error("connection closed before ReadyForQuery");
+      out.push({ type: m.type, payload: m.payload.slice() });
+      if (m.type === Backend.errorResponse && out.length === 1 && this.pid === 0) {
+        throw new Error(decodeErrorFields(m.payload).message);
+      }
+      if (m.type === Backend.readyForQuery) return out;
+    }
+  }
+
+  async query(sql: string): Promise<{ type: number; payload: Uint8Array }[]> {
+    await this.send((w) => w.query(sql));
+    return await this.untilReady();
+  }
+
+  /** Every message until the pooler closes the connection (fails after 10 s). */
+  async untilClosed(): Promise<WireMessage[]> {
+    const out: WireMessage[] = [];
+    const timer = setTimeout(() => this.close(), 10_000);
+    try {
+      for (;;) {
+        const m = await this.reader.next();
+        if (m === null) return out;
+        out.push(new (m.constructor as typeof WireMessage)(m.raw.slice(), 0, m.type, m.length));
+      }
+    } catch {
+      return out;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  close(): void {
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+function errorCodes(msgs: WireMessage[]): string[] {
+  return msgs.filter((m) => m.type === Backend.errorResponse).map((m) =>
+    decodeErrorFields(m.payload).code
+  );
+}
+
+async function direct(db: TestPostgres, sql: string): Promise<(string | null)[][]> {
+  const c = await PgClient.connect({
+    socketDir: db.socketDir,
+    port: PG_PORT,
+    user: "postgres",
+    database: "postgres",
+  });
+  try {
+    return (await c.query(sql)).at(-1)!.rows;
+  } finally {
+    await c.close();
+  }
+}
+
+const IN_TRANSACTION_SQL = "select count(*) from pg_stat_activity where backend_type = " +
+  "'client backend' and (state like 'idle in transaction%' or query like '%pg_sleep(60)%') " +
+  "and pid <> pg_backend_pid()";
+
+Deno.test({
+  name: "pooler: a client killed in or during a transaction leaves no backend in a transaction",
+  ...opts,
+  async fn() {
+    await withPooler(async (pooler, db) => {
+      await direct(db, "create table k (id int)");
+      // Killed while idle in a transaction.
+      const a = await RawClient.connect();
+      const r = await a.query("begin; insert into k values (1)");
+      assertEquals(r.at(-1)!.payload[0], 0x54); // 'T'
+      a.close();
+      // Killed while its query runs.
+      const b = await RawClient.connect();
+      await b.send((w) => w.query("begin; insert into k values (2); select pg_sleep(60)"));
+      await waitFor(
+        "the query to run",
+        async () =>
+          (await direct(
+              db,
+              "select count(*) from pg_stat_activity where query like '%pg_sleep(60)%' " +
+                "and pid <> pg_backend_pid()",
+            ))[0]![0] === "1"
+            ? true
+            : undefined,
+      );
+      b.close();
+      await waitFor(
+        "no backend left in a transaction",
+        async () => (await direct(db, IN_TRANSACTION_SQL))[0]![0] === "0" ? true : undefined,
+      );
+      assertEquals((await direct(db, "select count(*) from k"))[0]![0], "0");
+      await waitFor(
+        "no backend lent",
+        () => pooler.stats().pools[0]!.active === 0 ? true : undefined,
+      );
+      // The pool still serves.
+      const c = new pg.Client({
+        host: "127.0.0.1",
+        port: POOLER_PORT,
+        user: "postgres",
+        database: "postgres",
+      });
+      await c.connect();
+      for (let i = 0; i < 10; i++) await c.query("insert into k values ($1)", [i]);
+      assertEquals((await c.query("select count(*)::int as n from k")).rows[0].n, 10);
+      await c.end();
+    });
+  },
+});
+
+Deno.test({
+  name: "pooler: a cancel request stops the right query and only it",
+  ...opts,
+  async fn() {
+    await withPooler(async () => {
+      const target = {
+        host: "127.0.0.1",
+        port: POOLER_PORT,
+        user: "postgres",
+        database: "postgres",
+      };
+      const a = await PgClient.connect(target);
+      const b = await PgClient.connect(target);
+      try {
+        const slowA = a.query("select pg_sleep(30)");
+        slowA.catch(() => {});
+        const slowB = b.query("select pg_sleep(1.5), 'b done'");
+        await new Promise((r) => setTimeout(r, 400));
+        await a.cancel();
+        const err = await assertRejects(() => slowA, TesseraError);
+        assertEquals(err.code, "57014");
+        const [rb] = await slowB;
+        assertEquals(rb!.rows[0]![1], "b done");
+        // The cancelled session carries on; a cancel while idle does nothing.
+        await a.cancel();
+        const [ra] = await a.query("select 1");
+        assertEquals(ra!.rows[0]![0], "1");
+        // A wrong secret cancels nothing.
+        const slow = a.query("select pg_sleep(1), 'a done'");
+        const bad = await Deno.connect({ hostname: "127.0.0.1", port: POOLER_PORT });
+        await writeAll(bad, new MessageWriter(16).cancelRequest(a.processId, 12345).view());
+        bad.close();
+        assertEquals((await slow)[0]!.rows[0]![1], "a done");
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "pooler: waiting longer than the queue timeout for a backend ends in 53300",
+  ...opts,
+  async fn() {
+    const db = await startTestPostgres({ port: PG_PORT });
+    let pooler: PoolerServer | undefined;
+    try {
+      pooler = await startPooler({
+        listen: [`127.0.0.1:${SMALL_POOLER_PORT}`],
+        postgres: { socketDir: db.socketDir, port: PG_PORT },
+        poolSize: 1,
+        queueTimeoutMs: 300,
+      });
+      const target = {
+        host: "127.0.0.1",
+        port: SMALL_POOLER_PORT,
+        user: "postgres",
+        database: "postgres",
+      };
+      const a = await PgClient.connect(target);
+      const b = await PgClient.connect(target);
+      await a.query("begin");
+      const err = await assertRejects(() => b.query("select 1"), TesseraError);
+      assertEquals(err.code, "53300");
+      assert(err.message.includes("waited") && err.message.includes("1 connections"), err.message);
+      await a.query("commit");
+      const [r] = await b.query("select 2");
+      assertEquals(r!.rows[0]![0], "2");
+      assertEquals(pooler.stats().pools[0]!.timeouts, 1);
+      await a.close();
+      await b.close();
+    } finally {
+      await pooler?.shutdown();
+      await db.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "pooler: bad input closes that client with an error while another keeps working",
+  ...opts,
+  async fn() {
+    await withPooler(async (pooler, db) => {
+      await direct(db, "create table bad (id int)");
+      const good = new pg.Client({
+        host: "127.0.0.1",
+        port: POOLER_PORT,
+        user: "postgres",
+        database: "postgres",
+      });
+      await good.connect();
+      let stop = false;
+      let goodQueries = 0;
+      const working = (async () => {
+        while (!stop) {
+          const r = await good.query("select $1::int as v", [goodQueries]);
+          assertEquals(r.rows[0].v, goodQueries++);
+        }
+      })();
+      try {
+        // A startup packet of garbage.
+        const g = await RawClient.connect(POOLER_PORT, false);
+        await g.sendBytes(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assertEquals(errorCodes(await g.untilClosed()).length, 1);
+
+        const cases: [string, number[]][] = [
+          ["a length below 4", [0x51, 0, 0, 0, 2]],
+          ["an unknown message type", [0x7a, 0, 0, 0, 4]],
+          ["a Parse without terminators", [0x50, 0, 0, 0, 7, 0x61, 0x62, 0x63]],
+          ["a message longer than allowed", [0x51, 0x7f, 0xff, 0xff, 0xff]],
+          ["a Bind without terminators", [0x42, 0, 0, 0, 6, 0x61, 0x62]],
+        ];
+        for (const [what, bytes] of cases) {
+          const c = await RawClient.connect();
+          await c.query("select 1");
+          await c.sendBytes(bytes);
+          assertEquals(errorCodes(await c.untilClosed()), ["08P01"], what);
+        }
+        // Garbage in the middle of a transaction: closed, and the transaction rolled back.
+        const t = await RawClient.connect();
+        await t.query("begin; insert into bad values (1)");
+        await t.sendBytes([0x00, 0, 0, 0, 4]);
+        assertEquals(errorCodes(await t.untilClosed()), ["08P01"]);
+        await waitFor(
+          "the transaction to be rolled back",
+          async () => (await direct(db, IN_TRANSACTION_SQL))[0]![0] === "0" ? true : undefined,
+        );
+        assertEquals((await direct(db, "select count(*) from bad"))[0]![0], "0");
+        const before = goodQueries;
+        await waitFor(
+          "the good client to go on",
+          () => goodQueries > before + 5 ? true : undefined,
+        );
+        await waitFor(
+          "no backend lent but the good client's",
+          () => pooler.stats().pools[0]!.active <= 1 ? true : undefined,
+        );
+      } finally {
+        stop = true;
+        await working;
+        await good.end();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "pooler: COPY from and to the client, and a failed COPY, through psql",
+  ...opts,
+  async fn() {
+    await withPooler(async (_pooler, db) => {
+      const psql = async (args: string[], input?: string) => {
+        const child = new Deno.Command("psql", {
+          args: [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            String(POOLER_PORT),
+            "-U",
+            "postgres",
+            "-At",
+            ...args,
+            "postgres",
+          ],
+          stdin: input === undefined ? "null" : "piped",
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn();
+        if (input !== undefined) {
+          const w = child.stdin.getWriter();
+          await w.write(new TextEncoder().encode(input));
+          await w.close();
+        }
+        const out = await child.output();
+        return {
+          ok: out.success,
+          stdout: new TextDecoder().decode(out.stdout),
+          stderr: new TextDecoder().decode(out.stderr),
+        };
+      };
+      await direct(db, "create table cp (id int, name text)");
+      const rows = Array.from({ length: 5000 }, (_, i) => `${i}\tname ${i}`).join("\n") + "\n";
+      const load = await psql(["-c", "\\copy cp from stdin"], rows);
+      assert(load.ok, load.stderr);
+      assertEquals((await direct(db, "select count(*), sum(id) from cp"))[0], ["5000", "12497500"]);
+      const dump = await psql(["-c", "copy (select * from cp order by id) to stdout"]);
+      assert(dump.ok, dump.stderr);
+      assertEquals(dump.stdout, rows);
+      const failed = await psql([
+        "-v",
+        "ON_ERROR_STOP=0",
+        "-c",
+        "\\copy cp from stdin",
+        "-c",
+        "select count(*) from cp",
+      ], "1\tok\nnot-a-number\tx\n");
+      assert(failed.stderr.includes("invalid input syntax"), failed.stderr);
+      assertEquals(failed.stdout.trim(), "5000");
+    });
+  },
+});
+
+Deno.test({
+  name: "pooler: shutdown tells connected clients 57P01 and closes the backends",
+  ...opts,
+  async fn() {
+    const db = await startTestPostgres({ port: PG_PORT });
+    try {
+      const pooler = await startPooler({
+        listen: [`127.0.0.1:${POOLER_PORT}`],
+        postgres: { socketDir: db.socketDir, port: PG_PORT },
+        poolSize: 2,
+      });
+      const idle = await RawClient.connect();
+      const inTx = await RawClient.connect();
+      await inTx.query("begin");
+      await pooler.shutdown();
+      assertEquals(errorCodes(await idle.untilClosed()), ["57P01"]);
+      assertEquals(errorCodes(await inTx.untilClosed()), ["57P01"]);
+      await waitFor(
+        "the backends to close",
+        async () =>
+          (await direct(
+              db,
+              "select count(*) from pg_stat_activity where backend_type = " +
+                "'client backend' and pid <> pg_backend_pid()",
+            ))[0]![0] === "0"
+            ? true
+            : undefined,
+      );
+      await assertRejects(() => Deno.connect({ hostname: "127.0.0.1", port: POOLER_PORT }));
+    } finally {
+      await db.cleanup();
+    }
+  },
+});
