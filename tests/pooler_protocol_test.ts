@@ -348,7 +348,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "pooler: COPY from and to the client, and a failed COPY, through psql",
+  name: "pooler: COPY from and to the client, a failed COPY, and FunctionCall, through psql",
   ...opts,
   async fn() {
     await withPooler(async (_pooler, db) => {
@@ -389,6 +389,18 @@ Deno.test({
       const dump = await psql(["-c", "copy (select * from cp order by id) to stdout"]);
       assert(dump.ok, dump.stderr);
       assertEquals(dump.stdout, rows);
+      // Large objects: psql's \lo_import uses the FunctionCall message.
+      const file = await Deno.makeTempFile();
+      try {
+        await Deno.writeTextFile(file, "a large object through the pooler");
+        const lo = await psql(["-c", `\\lo_import ${file}`]);
+        assert(lo.ok && lo.stdout.startsWith("lo_import "), lo.stderr + lo.stdout);
+        const oid = lo.stdout.trim().split(" ")[1]!;
+        const back = await psql(["-c", `select convert_from(lo_get(${oid}), 'UTF8')`]);
+        assertEquals(back.stdout.trim(), "a large object through the pooler");
+      } finally {
+        await Deno.remove(file);
+      }
       const failed = await psql([
         "-v",
         "ON_ERROR_STOP=0",

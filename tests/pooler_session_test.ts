@@ -207,9 +207,14 @@ Deno.test({
         await c.query("drop table scratch");
         await pins(pooler, "temp_table", undefined);
 
-        // LISTEN pins the listener; every notification reaches it, in order.
+        // LISTEN pins the listener; every notification reaches it, in order. One it sends
+        // itself carries the process id it was given.
         const got: string[] = [];
-        listener.on("notification", (n: pg.Notification) => got.push(n.payload ?? ""));
+        const senders: number[] = [];
+        listener.on("notification", (n: pg.Notification) => {
+          got.push(n.payload ?? "");
+          senders.push(n.processId);
+        });
         await listener.query("listen events");
         await pins(pooler, "listen", 1);
         for (let i = 0; i < 20; i++) await c.query(`notify events, 'n${i}'`);
@@ -218,6 +223,12 @@ Deno.test({
           await new Promise((r) => setTimeout(r, 20));
         }
         assertEquals(got, Array.from({ length: 20 }, (_, i) => `n${i}`));
+        await listener.query("notify events, 'self'");
+        while (got.length < 21 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        assertEquals(senders[20], (listener as unknown as { processID: number }).processID);
+        assert(senders[0] !== senders[20], "another client's notification keeps its sender");
         await listener.query("unlisten *");
         await pins(pooler, "listen", undefined);
 
@@ -285,6 +296,14 @@ Deno.test({
           await tx`insert into pj values (100)`;
           await tx`insert into pj values (101)`;
         });
+
+        // SQL-level PREPARE, then EXECUTE through the extended protocol (a tagged template):
+        // the session is pinned, and it works.
+        await sql.unsafe("prepare times_ten (int) as select $1 * 10 as v");
+        for (let i = 0; i < 5; i++) assertEquals((await sql`execute times_ten(4)`)[0]!.v, 40);
+        await pins(pooler, "sql_prepare_extended", 1);
+        await sql.unsafe("deallocate all");
+        await pins(pooler, "sql_prepare_extended", undefined);
         assertEquals((await sql`select count(*)::int as n from pj`)[0]!.n, 22);
         assert(pooler.stats().preparedStatements.hits > 0);
       } finally {
