@@ -24,5 +24,5 @@ export {
   type PostgresTarget,
   startPooler,
 } from "./server.ts";
-export type { PoolStats } from "./pool/pool.ts";
-export { PinReason } from "./session/session.ts";
+export type { PoolStats } from "../shared/pooling/mod.ts";
+export { PinReason } from "../shared/pooling/mod.ts";

@@ -14,9 +14,17 @@ import {
 } from "../shared/frontend/mod.ts";
 import { Logger } from "../shared/log/mod.ts";
 import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
-import { type BackendConn, type BackendTarget, sendCancel } from "./pool/backend.ts";
-import { Pool, type PoolSettings, type PoolStats } from "./pool/pool.ts";
-import { PinReason, Session, type SessionHost } from "./session/session.ts";
+import {
+  type BackendConn,
+  type BackendTarget,
+  PinReason,
+  Pool,
+  type PoolSettings,
+  type PoolStats,
+  sendCancel,
+  Session,
+  type SessionHost,
+} from "../shared/pooling/mod.ts";
 
 /** A TCP address to listen on. */
 export interface ListenAddress {

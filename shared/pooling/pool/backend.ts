@@ -6,8 +6,8 @@
  * @module
  */
 
-import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
-import type { Logger } from "../../shared/log/mod.ts";
+import { SqlState, TesseraError } from "../../errors/mod.ts";
+import type { Logger } from "../../log/mod.ts";
 import {
   AuthCode,
   Backend,
@@ -22,7 +22,7 @@ import {
   ScramClient,
   type WireConn,
   writeAll,
-} from "../../shared/wire/mod.ts";
+} from "../../wire/mod.ts";
 import { FrameReader } from "./frame_reader.ts";
 import { Outbox } from "./outbox.ts";
 

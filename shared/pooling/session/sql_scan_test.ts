@@ -1,4 +1,4 @@
-import { assertEquals } from "../../shared/testing/assert.ts";
+import { assertEquals } from "../../testing/assert.ts";
 import {
   findCustomSettingNames,
   findSqlPrepareOps,

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { MessageWriter, type WireConn } from "../../shared/wire/mod.ts";
+import { MessageWriter, type WireConn } from "../../wire/mod.ts";
 
 const RESOLVED: Promise<void> = Promise.resolve();
 

@@ -1,7 +1,7 @@
-import { TesseraError } from "../../shared/errors/mod.ts";
-import { assert, assertEquals, assertRejects, assertThrows } from "../../shared/testing/assert.ts";
-import { MemoryConn } from "../../shared/wire/memory_conn.ts";
-import { MessageWriter } from "../../shared/wire/mod.ts";
+import { TesseraError } from "../../errors/mod.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../testing/assert.ts";
+import { MemoryConn } from "../../wire/memory_conn.ts";
+import { MessageWriter } from "../../wire/mod.ts";
 import { FrameReader } from "./frame_reader.ts";
 
 async function readAll(r: FrameReader): Promise<[string, number][]> {

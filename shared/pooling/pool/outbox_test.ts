@@ -1,5 +1,5 @@
-import { assertEquals } from "../../shared/testing/assert.ts";
-import { MemoryConn } from "../../shared/wire/memory_conn.ts";
+import { assertEquals } from "../../testing/assert.ts";
+import { MemoryConn } from "../../wire/memory_conn.ts";
 import { Outbox } from "./outbox.ts";
 
 Deno.test("Outbox writes in order, coalescing what is appended during a write", async () => {

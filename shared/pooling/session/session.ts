@@ -21,8 +21,8 @@
  */
 
 import { createHash } from "node:crypto";
-import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
-import type { Logger } from "../../shared/log/mod.ts";
+import { SqlState, TesseraError } from "../../errors/mod.ts";
+import type { Logger } from "../../log/mod.ts";
 import {
   Backend,
   decodeDataRowText,
@@ -31,7 +31,7 @@ import {
   MessageWriter,
   rewriteStatementName,
   writeWithStatementName,
-} from "../../shared/wire/mod.ts";
+} from "../../wire/mod.ts";
 import type { BackendConn, BackendOwner, Frame } from "../pool/backend.ts";
 import { FrameReader } from "../pool/frame_reader.ts";
 import { Outbox } from "../pool/outbox.ts";

@@ -1,4 +1,4 @@
-import { assertEquals } from "../../shared/testing/assert.ts";
+import { assertEquals } from "../../testing/assert.ts";
 import { quoteLiteral, replaySql, settingsFromRows, settingsKey } from "./settings.ts";
 
 Deno.test("settingsKey is the same for the same settings in any order", () => {

@@ -7,9 +7,9 @@
  * @module
  */
 
-import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
-import type { Logger } from "../../shared/log/mod.ts";
-import { Backend } from "../../shared/wire/mod.ts";
+import { SqlState, TesseraError } from "../../errors/mod.ts";
+import type { Logger } from "../../log/mod.ts";
+import { Backend } from "../../wire/mod.ts";
 import { BackendConn, type BackendOwner, type BackendTarget, type Frame } from "./backend.ts";
 
 /** Sizes and timings of a pool. */

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
-import { MAX_MESSAGE_LENGTH } from "../../shared/wire/mod.ts";
+import { SqlState, TesseraError } from "../../errors/mod.ts";
+import { MAX_MESSAGE_LENGTH } from "../../wire/mod.ts";
 
 /** Something to read bytes from, like `Deno.Conn`. */
 export interface ReadSource {
