@@ -4,3 +4,4 @@
  * @module
  */
 export { type EtcdOptions, EtcdProcess, startEtcd } from "./etcd.ts";
+export { componentMain, type RunningComponent } from "./component_main.ts";
