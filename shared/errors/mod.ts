@@ -3,5 +3,11 @@
  *
  * @module
  */
-export { type Severity, TesseraError, type TesseraErrorOptions } from "./tessera_error.ts";
+export {
+  isSeverity,
+  isSqlState,
+  type Severity,
+  TesseraError,
+  type TesseraErrorOptions,
+} from "./tessera_error.ts";
 export { SqlState, type SqlStateCode } from "./sqlstate.ts";

@@ -31,6 +31,26 @@ export interface TesseraErrorOptions {
 }
 
 const SQLSTATE_PATTERN = /^[0-9A-Z]{5}$/;
+const SEVERITIES: ReadonlySet<string> = new Set<Severity>([
+  "ERROR",
+  "FATAL",
+  "PANIC",
+  "WARNING",
+  "NOTICE",
+  "DEBUG",
+  "INFO",
+  "LOG",
+]);
+
+/** Whether `value` is a well-formed SQLSTATE: five digits or capital letters. */
+export function isSqlState(value: string): boolean {
+  return SQLSTATE_PATTERN.test(value);
+}
+
+/** Whether `value` is one of the severities Postgres sends. */
+export function isSeverity(value: string): value is Severity {
+  return SEVERITIES.has(value);
+}
 
 /**
  * A Postgres error with a real SQLSTATE.

@@ -10,7 +10,13 @@
  */
 
 import { Code, ConnectError, decodeBinaryHeader, encodeBinaryHeader } from "@connectrpc/connect";
-import { type Severity, SqlState, type SqlStateCode, TesseraError } from "../errors/mod.ts";
+import {
+  isSeverity,
+  isSqlState,
+  SqlState,
+  type SqlStateCode,
+  TesseraError,
+} from "../errors/mod.ts";
 
 /** Metadata key of the SQLSTATE of an RPC error (ASCII, five characters). */
 export const SQLSTATE_HEADER = "tessera-sqlstate";
@@ -23,18 +29,6 @@ export const SEVERITY_HEADER = "tessera-severity";
 export const DETAIL_HEADER = "tessera-detail-bin";
 /** Metadata key of the hint of an RPC error; binary (`-bin`, base64 of UTF-8) like the detail. */
 export const HINT_HEADER = "tessera-hint-bin";
-
-const SQLSTATE_PATTERN = /^[0-9A-Z]{5}$/;
-const SEVERITIES: ReadonlySet<string> = new Set<Severity>([
-  "ERROR",
-  "FATAL",
-  "PANIC",
-  "WARNING",
-  "NOTICE",
-  "DEBUG",
-  "INFO",
-  "LOG",
-]);
 
 /** Codes whose mapping differs from the one of their class. */
 const CODE_BY_SQLSTATE: Readonly<Record<string, Code>> = {
@@ -201,7 +195,7 @@ export function fromConnectError(err: unknown): TesseraError {
   const detail = binaryHeader(connectError.metadata, DETAIL_HEADER);
   const hint = binaryHeader(connectError.metadata, HINT_HEADER);
   let code: SqlStateCode;
-  if (sqlstate !== null && SQLSTATE_PATTERN.test(sqlstate)) {
+  if (sqlstate !== null && isSqlState(sqlstate)) {
     code = sqlstate;
   } else if (connectError.code === Code.Unknown && isConnectionError(connectError.cause)) {
     code = SqlState.connectionFailure;
@@ -215,7 +209,7 @@ export function fromConnectError(err: unknown): TesseraError {
     message = `RPC server unavailable: ${message}`;
   }
   return new TesseraError(code, message, {
-    ...(severity !== null && SEVERITIES.has(severity) ? { severity: severity as Severity } : {}),
+    ...(severity !== null && isSeverity(severity) ? { severity } : {}),
     ...(detail !== undefined ? { detail } : {}),
     ...(hint !== undefined ? { hint } : {}),
     cause: connectError,

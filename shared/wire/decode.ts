@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type Severity, SqlState, TesseraError } from "../errors/mod.ts";
+import { isSeverity, type Severity, SqlState, TesseraError } from "../errors/mod.ts";
 import { AuthCode, type DescribeTarget, type TransactionStatus } from "./messages.ts";
 import { PayloadReader } from "./payload_reader.ts";
 
@@ -95,24 +95,13 @@ export function decodeErrorFields(payload: Uint8Array, what = "ErrorResponse"): 
   return out;
 }
 
-const SEVERITIES: ReadonlySet<string> = new Set<Severity>([
-  "ERROR",
-  "FATAL",
-  "PANIC",
-  "WARNING",
-  "NOTICE",
-  "DEBUG",
-  "INFO",
-  "LOG",
-]);
-
 /**
  * Turns decoded error fields into a TesseraError carrying the server's SQLSTATE, severity,
  * message, detail and hint. A missing or malformed SQLSTATE becomes XX000.
  */
 export function errorFromFields(fields: ErrorFields): TesseraError {
   const sev = fields.severityNonLocalized ?? fields.severity;
-  const severity = (SEVERITIES.has(sev) ? sev : "ERROR") as Severity;
+  const severity = isSeverity(sev) ? sev : "ERROR";
   const code = /^[0-9A-Z]{5}$/.test(fields.code) ? fields.code : SqlState.internalError;
   const options: { severity: Severity; detail?: string; hint?: string } = { severity };
   if (fields.detail !== undefined) options.detail = fields.detail;
