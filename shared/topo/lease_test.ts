@@ -181,7 +181,7 @@ Deno.test(
           httpAddress: "127.0.0.1:15000",
         }, { ttlSeconds: 2 });
         const firstLease = reg.leaseId;
-        await etcd.stop();
+        await etcd.kill(); // SIGKILL: see watch_test.ts on graceful stops
         // Longer than twice the TTL: the client gives the lease up as lost.
         await delay(5000);
         await etcd.restart();

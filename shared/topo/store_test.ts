@@ -364,7 +364,7 @@ Deno.test("an unreachable etcd gives a 08006 error naming the endpoint, within t
       callTimeoutMs: 1500,
     });
     try {
-      await etcd.stop();
+      await etcd.kill(); // SIGKILL: see watch_test.ts on graceful stops
       const down = await assertRejects(() => topo.global.keyspaces.get("app"), TesseraError);
       assertEquals(down.code, SqlState.connectionFailure);
       assertStringIncludes(down.message, etcd.endpoint);
