@@ -11,7 +11,8 @@ import { type FrontendAuth, loadFrontendTls } from "../shared/frontend/mod.ts";
 import { createStatusApp, serveComponent, type ServedComponent } from "../shared/http/mod.ts";
 import { Logger, type LogSink } from "../shared/log/mod.ts";
 import { createRpcHandler } from "../shared/rpc/mod.ts";
-import { type LeasedRecord, type PoolerRecord, TopoClient } from "../shared/topo/mod.ts";
+import { CleanupStack } from "../shared/proc/mod.ts";
+import { type PoolerRecord, TopoClient, TopoRegistration } from "../shared/topo/mod.ts";
 import { type PoolerConfig, splitHostPort } from "./config.ts";
 import { loadUsersFile, poolerAuth, type VerifierLookup } from "./control/users.ts";
 import { PostgresProbe } from "./control/postgres_probe.ts";
@@ -70,7 +71,7 @@ export async function runPooler(
       logger,
     })
     : undefined;
-  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanups = new CleanupStack();
   try {
     if (topo !== undefined) cleanups.push(() => topo.close());
     const auth: FrontendAuth = poolerAuth(config.auth, await verifierLookup(config, topo));
@@ -135,7 +136,13 @@ export async function runPooler(
     cleanups.push(() => http.shutdown());
 
     if (topo !== undefined) {
-      const registration = new TopoRegistration(topo, config, pooler, probe, logger);
+      const registration = new TopoRegistration<PoolerRecord>({
+        store: async () => (await topo.cell(config.cell)).poolers,
+        record: () => poolerRecord(config, pooler, probe),
+        ttlSeconds: config.leaseTtl,
+        intervalMs: ROLE_CHECK_MS,
+        logger,
+      });
       registration.start();
       cleanups.push(() => registration.stop());
     }
@@ -146,110 +153,34 @@ export async function runPooler(
       http: http.url,
       standalone: topo === undefined,
     });
-    let shuttingDown: Promise<void> | undefined;
-    return {
-      pooler,
-      http,
-      topo,
-      shutdown() {
-        shuttingDown ??= runCleanups(cleanups);
-        return shuttingDown;
-      },
-    };
+    return { pooler, http, topo, shutdown: () => cleanups.run() };
   } catch (err) {
-    await runCleanups(cleanups);
+    await cleanups.run();
     throw err;
   }
 }
 
-async function runCleanups(cleanups: (() => Promise<void> | void)[]): Promise<void> {
-  for (const cleanup of cleanups.reverse()) {
-    try {
-      await cleanup();
-    } catch {
-      // best effort: the rest must still run
-    }
-  }
-}
-
 /**
- * Keeps the pooler's record in the cell topo: registered under a lease (gone by itself when the
- * pooler dies), retried in the background while etcd or the cell is missing (the data path never
- * waits on topo), and updated when Postgres's role changes (a promotion).
+ * The pooler's topo record as it should be now: its type is read from Postgres (so a promotion
+ * shows up) unless `--type` fixes it.
  */
-class TopoRegistration {
-  #topo: TopoClient;
-  #config: PoolerConfig;
-  #pooler: PoolerServer;
-  #probe: PostgresProbe;
-  #log: Logger;
-  #lease: LeasedRecord<PoolerRecord> | undefined;
-  #record: PoolerRecord | undefined;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #running: Promise<void> | undefined;
-  #stopped = false;
-
-  constructor(
-    topo: TopoClient,
-    config: PoolerConfig,
-    pooler: PoolerServer,
-    probe: PostgresProbe,
-    log: Logger,
-  ) {
-    this.#topo = topo;
-    this.#config = config;
-    this.#pooler = pooler;
-    this.#probe = probe;
-    this.#log = log;
-  }
-
-  start(): void {
-    this.#tick();
-  }
-
-  #tick(): void {
-    if (this.#stopped) return;
-    this.#running = this.#sync().catch((err) => {
-      this.#log.warn("topo registration failed; retrying", { err });
-    }).finally(() => {
-      if (!this.#stopped) this.#timer = setTimeout(() => this.#tick(), ROLE_CHECK_MS);
-    });
-  }
-
-  async #sync(): Promise<void> {
-    const c = this.#config;
-    const pg = await this.#probe.probe();
-    const type = c.type !== "unknown" ? c.type : pg.role === "unknown" ? "unknown" : pg.role;
-    const tcp = this.#pooler.addresses.find((a): a is Deno.NetAddr => "hostname" in a);
-    const record: PoolerRecord = {
-      alias: c.alias,
-      cell: c.cell,
-      keyspace: c.keyspace,
-      shard: c.shard,
-      type,
-      tags: c.tags,
-      pgAddress: tcp !== undefined ? `${tcp.hostname}:${tcp.port}` : c.listen[0]!,
-      rpcAddress: c.httpListen,
-      hostname: osHostname(),
-    };
-    if (this.#lease === undefined) {
-      const cell = await this.#topo.cell(c.cell);
-      this.#lease = await cell.poolers.registerUnderLease(record, {
-        ttlSeconds: c.leaseTtl,
-      });
-      this.#record = record;
-      this.#log.info("registered in topo", { key: this.#lease.key, type });
-    } else if (JSON.stringify(record) !== JSON.stringify(this.#record)) {
-      await this.#lease.update(record);
-      this.#log.info("topo record updated", { type, previousType: this.#record?.type });
-      this.#record = record;
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#running;
-    await this.#lease?.close();
-  }
+async function poolerRecord(
+  config: PoolerConfig,
+  pooler: PoolerServer,
+  probe: PostgresProbe,
+): Promise<PoolerRecord> {
+  const pg = await probe.probe();
+  const type = config.type !== "unknown" ? config.type : pg.role;
+  const tcp = pooler.addresses.find((a): a is Deno.NetAddr => "hostname" in a);
+  return {
+    alias: config.alias,
+    cell: config.cell,
+    keyspace: config.keyspace,
+    shard: config.shard,
+    type,
+    tags: config.tags,
+    pgAddress: tcp !== undefined ? `${tcp.hostname}:${tcp.port}` : config.listen[0]!,
+    rpcAddress: config.httpListen,
+    hostname: osHostname(),
+  };
 }

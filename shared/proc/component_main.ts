@@ -16,6 +16,16 @@ export interface RunningComponent {
   shutdown(): Promise<void>;
 }
 
+/** Options of {@linkcode componentMain}. */
+export interface ComponentMainOptions {
+  /** Command-line arguments; `Deno.args` when not given. */
+  args?: string[];
+  /** Environment for flag fallbacks; the whole environment when not given. */
+  env?: Record<string, string | undefined>;
+  /** Runs once the component has started (for example to give up start-up permissions). */
+  afterStart?: () => void;
+}
+
 /**
  * Runs a component from `Deno.args` and resolves to the process's exit code: 0 after a clean
  * shutdown or `--help`, 1 when it could not start, 2 for invalid configuration.
@@ -23,11 +33,11 @@ export interface RunningComponent {
 export async function componentMain<S extends z.ZodObject>(
   spec: ConfigSpec<S>,
   start: (config: z.infer<S>) => Promise<RunningComponent>,
-  args: string[] = Deno.args,
+  options: ComponentMainOptions = {},
 ): Promise<number> {
   let loaded;
   try {
-    loaded = loadConfig(spec, args);
+    loaded = loadConfig(spec, options.args ?? Deno.args, options.env ?? Deno.env.toObject());
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(err.message);
@@ -47,6 +57,7 @@ export async function componentMain<S extends z.ZodObject>(
     console.error(`${spec.program}: ${e.message}${e.hint ? ` (hint: ${e.hint})` : ""}`);
     return 1;
   }
+  options.afterStart?.();
   const stop = Promise.withResolvers<void>();
   const signals = ["SIGINT", "SIGTERM"] as const;
   const onSignal = () => stop.resolve();

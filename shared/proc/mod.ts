@@ -4,4 +4,9 @@
  * @module
  */
 export { type EtcdOptions, EtcdProcess, startEtcd } from "./etcd.ts";
-export { componentMain, type RunningComponent } from "./component_main.ts";
+export {
+  componentMain,
+  type ComponentMainOptions,
+  type RunningComponent,
+} from "./component_main.ts";
+export { CleanupStack } from "./cleanup.ts";

@@ -63,3 +63,4 @@ export {
   shardLockKey,
 } from "./layout.ts";
 export * from "./records.ts";
+export { TopoRegistration, type TopoRegistrationOptions } from "./registration.ts";
