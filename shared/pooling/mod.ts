@@ -15,4 +15,10 @@ export {
   sendCancel,
 } from "./pool/backend.ts";
 export { Pool, type PoolSettings, type PoolStats } from "./pool/pool.ts";
-export { PinReason, Session, type SessionHost, type SessionStart } from "./session/session.ts";
+export {
+  PinReason,
+  type PoolSource,
+  Session,
+  type SessionHost,
+  type SessionStart,
+} from "./session/session.ts";

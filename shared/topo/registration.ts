@@ -52,7 +52,9 @@ export class TopoRegistration<T> {
     this.#running = this.#sync().catch((err) => {
       this.#opts.logger.warn("topo registration failed; retrying", { err });
     }).finally(() => {
-      if (!this.#stopped) this.#timer = setTimeout(() => this.#tick(), this.#opts.intervalMs ?? 2000);
+      if (!this.#stopped) {
+        this.#timer = setTimeout(() => this.#tick(), this.#opts.intervalMs ?? 2000);
+      }
     });
   }
 

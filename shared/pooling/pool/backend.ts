@@ -150,6 +150,8 @@ export class BackendConn {
   broken = false;
   /** Whether it is lent out (pool bookkeeping). */
   lent = false;
+  /** Where it is connected (for cancel requests). */
+  readonly target: BackendTarget;
 
   #conn: WireConn;
   #reader: FrameReader;
@@ -166,7 +168,9 @@ export class BackendConn {
     params: Map<string, string>,
     log: Logger,
     onClosed: (b: BackendConn) => void,
+    target: BackendTarget,
   ) {
+    this.target = target;
     this.#conn = conn;
     this.#reader = reader;
     this.pid = pid;
@@ -235,7 +239,7 @@ export class BackendConn {
         );
       }
       const frames = new FrameReader(conn, 32 * 1024);
-      const b = new BackendConn(conn, frames, pid, secret, params, log, onClosed);
+      const b = new BackendConn(conn, frames, pid, secret, params, log, onClosed, target);
       b.#loop = b.#run();
       return b;
     } catch (err) {

@@ -35,7 +35,7 @@ import {
 import type { BackendConn, BackendOwner, Frame } from "../pool/backend.ts";
 import { FrameReader } from "../pool/frame_reader.ts";
 import { Outbox } from "../pool/outbox.ts";
-import type { Pool } from "../pool/pool.ts";
+import { Pool } from "../pool/pool.ts";
 import { Expect, ExpectQueue } from "./queue.ts";
 import {
   NO_SETTINGS,
@@ -68,6 +68,28 @@ export interface SessionHost {
   sessionEnded(session: Session): void;
   /** Sends a cancel request for the query running on `backend`, if `stillWanted()` then. */
   cancelBackend(backend: BackendConn, stillWanted?: () => boolean): void;
+  /** Called when a transaction failed because its connection was lost in the middle. */
+  transactionLost?(session: Session): void;
+}
+
+/**
+ * Where a session gets the pool to borrow from, at the start of every transaction. The pooler
+ * passes one fixed {@linkcode Pool}; the gateway passes a source that resolves, per transaction,
+ * the pooler serving the client's target (so settings and prepared statements follow the client
+ * to a new pooler).
+ */
+export interface PoolSource {
+  /** The pool for the transaction starting now; may wait (e.g. during a failover). */
+  pool(): Pool | Promise<Pool>;
+  /**
+   * Called when a connection of `pool` failed before anything of the transaction reached the
+   * client (connect refused, found closed, or a connection-class or 57P0x error): resolves true
+   * to try the transaction again on a fresh {@linkcode pool} (the source reports the failure,
+   * waits between attempts and bounds them). When not given, such failures reach the client, and
+   * a connection lost in the middle of a transaction ends the client's session; when given, the
+   * session survives it (the transaction fails with an error).
+   */
+  retry?(pool: Pool, error: unknown, attempt: number): Promise<boolean>;
 }
 
 /** A client that completed its startup phase. */
@@ -105,6 +127,8 @@ const PIN_SQL = PinReason.sql_prepare_extended;
 const SETTING_NAMES = Trigger.setStatement | Trigger.settings;
 
 const I = 0x49; // ReadyForQuery idle
+/** Most bytes of a transaction's first messages kept for sending them again elsewhere. */
+const REPLAY_LIMIT = 1 << 20;
 const E = 0x45; // ReadyForQuery failed transaction
 
 /** Message types a client may send after startup. */
@@ -249,7 +273,18 @@ export class Session implements BackendOwner {
   readonly admin: boolean;
 
   #host: SessionHost;
-  #pool: Pool;
+  #source: PoolSource;
+  /** The pool of the current (or last) transaction. */
+  #pool: Pool | null;
+  /** Client messages of the transaction so far, kept while a retry elsewhere is possible. */
+  #replay: Uint8Array[] | null = null;
+  #replayBytes = 0;
+  /** A transaction being moved to another connection after a failure at its start. */
+  #retrying: Promise<void> | null = null;
+  /** Set after the connection was lost inside a transaction block: the client must roll back. */
+  #failedTxn = false;
+  /** Error to report for the next statement of a failed transaction block. */
+  #failedError: TesseraError | null = null;
   #conn: Deno.Conn;
   #reader: FrameReader;
   #out: Outbox;
@@ -286,14 +321,20 @@ export class Session implements BackendOwner {
   /** A session for a client that completed its startup phase. */
   constructor(
     host: SessionHost,
-    pool: Pool,
+    pool: Pool | PoolSource,
     start: SessionStart,
     pid: number,
     secret: number,
     admin: boolean,
   ) {
     this.#host = host;
-    this.#pool = pool;
+    if (pool instanceof Pool) {
+      this.#pool = pool;
+      this.#source = { pool: () => pool };
+    } else {
+      this.#pool = null;
+      this.#source = pool;
+    }
     this.#conn = start.conn;
     this.user = start.user;
     this.database = start.database;
@@ -327,6 +368,7 @@ export class Session implements BackendOwner {
 
   async #run(start: SessionStart): Promise<void> {
     try {
+      this.#pool ??= await this.#source.pool();
       await this.#establish(start);
     } catch (err) {
       this.#fatal(TesseraError.from(err));
@@ -335,7 +377,7 @@ export class Session implements BackendOwner {
       return;
     }
     const w = this.#ow;
-    const server = this.#pool.serverParams ?? new Map<string, string>();
+    const server = this.#pool!.serverParams ?? new Map<string, string>();
     for (const [name, value] of server) w.parameterStatus(name, this.#settings.get(name) ?? value);
     w.backendKeyData(this.pid, this.secret).readyForQuery("I");
     await this.#flushOut();
@@ -360,7 +402,7 @@ export class Session implements BackendOwner {
         { severity: "FATAL", hint: "connect to Postgres directly for replication" },
       );
     }
-    const pool = this.#pool;
+    let pool = this.#pool!;
     const rawKey = settingsKey(raw);
     const cached = raw.size === 0 ? NO_SETTINGS : pool.startupCache.get(rawKey);
     if (cached !== undefined && pool.serverParams !== null) {
@@ -370,7 +412,8 @@ export class Session implements BackendOwner {
     }
     // Apply the settings on a backend and read back what Postgres made of them: that checks
     // them (an unknown setting fails the login, as it would on Postgres) and normalizes them.
-    const b = await pool.acquire("", this.admin);
+    const b = await this.#borrow("", pool);
+    pool = this.#pool!;
     const established = new Promise<void>((resolve, reject) => {
       this.#establishing = { resolve, reject };
     });
@@ -408,10 +451,11 @@ export class Session implements BackendOwner {
           if (CLIENT_TYPES[t] !== 1) {
             throw protocolError(`invalid frontend message type ${describeType(t)}`);
           }
+          if (this.#retrying !== null) await this.#retrying;
           if (this.#clientSkip) {
             if (t === Frontend.sync) {
               this.#clientSkip = false;
-              this.#ow.readyForQuery("I");
+              this.#ow.readyForQuery(this.#failedTxn ? "E" : "I");
             } else if (t === Frontend.terminate) {
               graceful = true;
               break outer;
@@ -421,6 +465,10 @@ export class Session implements BackendOwner {
           if (t === Frontend.terminate) {
             graceful = true;
             break outer;
+          }
+          if (this.#backend === null && this.#failedTxn) {
+            this.#inFailedTransaction(r);
+            continue;
           }
           if (this.#backend === null) {
             if (t === Frontend.sync) {
@@ -468,22 +516,258 @@ export class Session implements BackendOwner {
   }
 
   async #acquire(type: number): Promise<boolean> {
-    const pool = this.#pool;
-    let b = pool.tryAcquire(this.#settingsKey, this.admin);
+    const fixed = this.#source.retry === undefined ? this.#pool : null;
+    let b = fixed !== null ? fixed.tryAcquire(this.#settingsKey, this.admin) : null;
     if (b === null) {
       try {
-        b = await pool.acquire(this.#settingsKey, this.admin);
+        b = await this.#borrow(this.#settingsKey, fixed);
       } catch (err) {
         this.#acquireFailed(TesseraError.from(err), type);
         return false;
       }
       if (this.#clientGone || this.#closing) {
-        pool.release(b);
+        this.#pool!.release(b);
         return false;
       }
     }
     this.#take(b, this.#settings);
+    if (this.#source.retry !== undefined && this.#pins === 0) {
+      this.#replay = [];
+      this.#replayBytes = 0;
+    }
     return true;
+  }
+
+  /**
+   * Borrows a backend from the source's pool (from `pool` when given), trying again on a fresh
+   * pool while the source allows it. Sets the session's current pool.
+   */
+  async #borrow(
+    key: string,
+    pool: Pool | null,
+    failed?: { pool: Pool; error: unknown },
+  ): Promise<BackendConn> {
+    let attempt = 0;
+    for (;;) {
+      if (failed !== undefined) {
+        const retry = this.#source.retry;
+        if (
+          retry === undefined ||
+          !(await retry.call(this.#source, failed.pool, failed.error, attempt++))
+        ) {
+          throw failed.error;
+        }
+        if (this.#clientGone || this.#closing) throw failed.error;
+        pool = null;
+      }
+      const p = pool ?? await this.#source.pool();
+      try {
+        const b = await p.acquire(key, this.admin);
+        this.#pool = p;
+        return b;
+      } catch (error) {
+        failed = { pool: p, error };
+      }
+    }
+  }
+
+  /**
+   * The connection was lost inside a transaction (results already reached the client, or a
+   * transaction block is open): the transaction cannot move, so it fails, and the session goes
+   * on with its next one. A statement that was running gets 08006 (connection failure: if it
+   * was a COMMIT, whether it committed is unknown); a transaction block that was idle gets 40001
+   * (serialization failure: certainly rolled back, and the code that applications and drivers
+   * treat as "retry the transaction") at its next statement. Inside a block the client then sees
+   * the block as failed (ReadyForQuery `E`) until it ends it with ROLLBACK (or COMMIT, which
+   * reports ROLLBACK, as on Postgres).
+   */
+  #lostInTransaction(b: BackendConn, err: unknown): void {
+    const q = this.#q;
+    let readies = 0;
+    this.#eachExpected((kind) => {
+      if (kind === Expect.query || kind === Expect.sync) readies++;
+    });
+    const outstanding = q.size > 0;
+    const inBlock = this.#txn !== I;
+    this.#backend = null;
+    if (this.#dirty === b) this.#dirty = null;
+    this.#undoQueue(b);
+    this.#skipping = false;
+    this.#copyIn = false;
+    this.#extOpen = false;
+    this.#pool!.discard(b);
+    const detail = err instanceof Error ? err.message : String(err);
+    this.#host.transactionLost?.(this);
+    this.#host.log.warn("a pooled connection was lost during a transaction", {
+      session: this.pid,
+      error: err,
+    });
+    const w = this.#ow;
+    if (outstanding) {
+      w.errorResponse(
+        new TesseraError(
+          SqlState.connectionFailure,
+          "connection to the primary was lost during the transaction; the transaction was rolled back",
+          {
+            detail,
+            hint: "retry the transaction; if the connection was lost during COMMIT, check " +
+              "whether it committed first",
+          },
+        ),
+      );
+      this.#failedTxn = inBlock;
+      this.#failedError = null;
+      for (let i = 0; i < readies; i++) w.readyForQuery(inBlock ? "E" : "I");
+      if (readies === 0) this.#clientSkip = true;
+    } else if (inBlock) {
+      this.#failedTxn = true;
+      this.#failedError = new TesseraError(
+        SqlState.serializationFailure,
+        "connection to the primary was lost during the transaction; the transaction was rolled back",
+        { detail, hint: "roll back and retry the transaction" },
+      );
+    }
+    this.#txn = I;
+    this.#flushOut();
+  }
+
+  /** A message while the transaction block failed with its connection: answered here. */
+  #inFailedTransaction(msg: Frame): void {
+    const t = msg.type;
+    const w = this.#ow;
+    const err = this.#failedError ?? new TesseraError(
+      SqlState.inFailedSqlTransaction,
+      "current transaction is aborted, commands ignored until end of transaction block",
+    );
+    switch (t) {
+      case Frontend.query: {
+        const text = decoder.decode(msg.payload.subarray(0, msg.payload.length - 1));
+        if (/^\s*(rollback|abort|commit|end)\b/i.test(text)) {
+          this.#failedTxn = false;
+          this.#failedError = null;
+          w.commandComplete("ROLLBACK").readyForQuery("I");
+          return;
+        }
+        this.#failedError = null;
+        w.errorResponse(err).readyForQuery("E");
+        return;
+      }
+      case Frontend.sync:
+        w.readyForQuery("E");
+        return;
+      case Frontend.flush:
+      case Frontend.copyData:
+      case Frontend.copyDone:
+      case Frontend.copyFail:
+        return;
+      default:
+        this.#failedError = null;
+        w.errorResponse(err);
+        if (t === Frontend.functionCall) w.readyForQuery("E");
+        else this.#clientSkip = true;
+    }
+  }
+
+  /** Whether an error from a pooled connection means the connection (not the query) failed. */
+  static isConnectionError(code: string): boolean {
+    return code.startsWith("08") || code === "57P01" || code === "57P02" || code === "57P03";
+  }
+
+  /**
+   * The connection failed before anything of the transaction reached the client: forget what was
+   * sent on it and send the transaction's messages again on another connection.
+   */
+  #retryTransaction(b: BackendConn, error: unknown): void {
+    const frames = this.#replay!;
+    this.#replay = null;
+    this.#spanBuf = null; // replies of this read not yet handed to the client: dropped
+    const pool = this.#pool!;
+    this.#backend = null;
+    if (this.#dirty === b) this.#dirty = null;
+    this.#undoQueue(b);
+    this.#skipping = false;
+    this.#copyIn = false;
+    this.#extOpen = false;
+    b.owner = null;
+    pool.discard(b);
+    this.#host.log.info("a pooled connection failed at the start of a transaction; retrying", {
+      session: this.pid,
+      error,
+    });
+    const retrying: Promise<void> = this.#resend(pool, error, frames).finally(() => {
+      if (this.#retrying === retrying) this.#retrying = null;
+    });
+    this.#retrying = retrying;
+  }
+
+  /** Reverts what the session assumed of every request still outstanding, and forgets them. */
+  #undoQueue(b: BackendConn): void {
+    this.#eachExpected((kind, aux) => {
+      if (kind === Expect.query && aux !== undefined) {
+        const plan = aux as QueryPlan;
+        for (let i = plan.undo.length - 1; i >= plan.index; i--) plan.undo[i]?.();
+      } else {
+        this.#undo(b, kind, aux);
+      }
+    });
+    this.#q.clear();
+  }
+
+  /** Calls `fn` for every response still expected, the first one included. */
+  #eachExpected(fn: (kind: number, aux: unknown) => void): void {
+    const q = this.#q;
+    if (q.size === 0) return;
+    fn(q.headKind, q.headAux);
+    q.forEach(fn);
+  }
+
+  async #resend(pool: Pool, error: unknown, frames: Uint8Array[]): Promise<void> {
+    let b: BackendConn;
+    try {
+      b = await this.#borrow(this.#settingsKey, null, { pool, error });
+    } catch (err) {
+      if (this.#clientGone || this.#closing) return;
+      this.#failFrames(TesseraError.from(err), frames);
+      return;
+    }
+    if (this.#clientGone || this.#closing) {
+      this.#pool!.release(b);
+      return;
+    }
+    this.#take(b, this.#settings);
+    this.#replay = [];
+    this.#replayBytes = 0;
+    for (const raw of frames) this.#handle(frameOf(raw));
+    this.#dirty = null;
+    await b.out.flush();
+  }
+
+  /** A transaction that could not be started anywhere: the client gets the error. */
+  #failFrames(err: TesseraError, frames: Uint8Array[]): void {
+    if (err.severity === "FATAL" || err.severity === "PANIC") {
+      this.#fatal(err);
+      this.#flushOut();
+      return;
+    }
+    const w = this.#ow;
+    let errorSent = false;
+    let last = 0;
+    for (const raw of frames) {
+      const t = raw[0]!;
+      last = t;
+      if (!errorSent && t !== Frontend.flush) {
+        w.errorResponse(err);
+        errorSent = true;
+      }
+      if (t === Frontend.query || t === Frontend.functionCall || t === Frontend.sync) {
+        w.readyForQuery("I");
+        errorSent = false;
+      }
+    }
+    if (last !== Frontend.query && last !== Frontend.functionCall && last !== Frontend.sync) {
+      this.#clientSkip = true;
+    }
+    this.#flushOut();
   }
 
   #acquireFailed(err: TesseraError, type: number): void {
@@ -529,7 +813,7 @@ export class Session implements BackendOwner {
       names.push(name);
     }
     for (const name of names) b.prepared.delete(name);
-    this.#pool.stats.preparedEvictions += names.length;
+    this.#pool!.stats.preparedEvictions += names.length;
     b.out.w.query(names.map((n) => `DEALLOCATE ${n}`).join("; "));
     this.#q.push(Expect.replay, { what: "evict", forwardParams: false } as ReplayAux);
     this.#dirty = b;
@@ -538,6 +822,12 @@ export class Session implements BackendOwner {
   #handle(msg: Frame): void {
     const b = this.#backend!;
     this.#dirty = b;
+    const replay = this.#replay;
+    if (replay !== null) {
+      this.#replayBytes += msg.end - msg.start;
+      if (this.#replayBytes > REPLAY_LIMIT) this.#replay = null;
+      else replay.push(msg.raw.slice());
+    }
     const t = msg.type;
     if (this.#skipping && t !== Frontend.sync) {
       // The backend discards everything up to Sync after an error: so does the bookkeeping.
@@ -752,13 +1042,13 @@ export class Session implements BackendOwner {
     const name = nameKey(payload, 0, nameEnd);
     if (this.#stmts?.has(name)) return false;
     const canonical = canonicalName("_tp", payload.subarray(nameEnd + 1));
-    if (!this.#pool.knownStatements.has(canonical)) return false;
+    if (!this.#pool!.knownStatements.has(canonical)) return false;
     (this.#stmts ??= new Map()).set(name, {
       canonical,
       parse: rewriteStatementName(Frontend.parse, payload, canonical),
       flags,
     });
-    this.#pool.stats.preparedHits++;
+    this.#pool!.stats.preparedHits++;
     this.#ow.parseComplete();
     return true;
   }
@@ -824,14 +1114,14 @@ export class Session implements BackendOwner {
     };
     stmts.set(name, stmt);
     if (this.#txn !== E && b.touchPrepared(canonical)) {
-      this.#pool.stats.preparedHits++;
+      this.#pool!.stats.preparedHits++;
       this.#q.push(Expect.synthParse, { name, stmt } as ParseAux);
       this.#drainSynthetic();
       return;
     }
     const aux: ParseAux = { name, stmt };
     if (!b.prepared.has(canonical)) {
-      this.#pool.stats.preparedMisses++;
+      this.#pool!.stats.preparedMisses++;
       b.prepared.set(canonical, true);
       aux.canonical = canonical;
     }
@@ -842,10 +1132,10 @@ export class Session implements BackendOwner {
   /** Makes sure the backend has the statement, injecting its Parse when it does not. */
   #ensurePrepared(b: BackendConn, stmt: ProtoStmt): void {
     if (b.touchPrepared(stmt.canonical)) {
-      this.#pool.stats.preparedHits++;
+      this.#pool!.stats.preparedHits++;
       return;
     }
-    this.#pool.stats.preparedMisses++;
+    this.#pool!.stats.preparedMisses++;
     b.prepared.set(stmt.canonical, true);
     b.out.append(stmt.parse);
     this.#q.push(Expect.injectedParse, stmt.canonical);
@@ -950,12 +1240,15 @@ export class Session implements BackendOwner {
   #flushSpan(): void {
     const buf = this.#spanBuf;
     if (buf === null) return;
+    // Replies handed to the client's writer are as good as seen: no retry elsewhere after this.
+    this.#replay = null;
     this.#spanBuf = null;
     this.#out.w.bytes(buf.subarray(this.#spanStart, this.#spanEnd));
   }
 
   /** The client's writer, after what was forwarded so far (order is kept). */
   get #ow(): MessageWriter {
+    this.#replay = null;
     this.#flushSpan();
     return this.#out.w;
   }
@@ -981,6 +1274,25 @@ export class Session implements BackendOwner {
   /** Handles one message from the backend this session holds. */
   onBackendMessage(b: BackendConn, msg: Frame): void {
     const t = msg.type;
+    if (t === Backend.errorResponse && this.#source.retry !== undefined && this.#backend === b) {
+      if (this.#replay !== null) {
+        const err = decodeError(msg.payload);
+        if (Session.isConnectionError(err.code)) {
+          this.#retryTransaction(b, err);
+          return;
+        }
+      } else if (this.#establishing === null && !this.#clientGone && this.#pins === 0) {
+        // The pooler (or its Postgres) ending the connection in the middle of a transaction.
+        const err = decodeError(msg.payload);
+        if (
+          (err.severity === "FATAL" || err.severity === "PANIC") &&
+          Session.isConnectionError(err.code)
+        ) {
+          this.#lostInTransaction(b, err);
+          return;
+        }
+      }
+    }
     const q = this.#q;
     const kind = q.headKind;
     switch (t) {
@@ -1022,7 +1334,10 @@ export class Session implements BackendOwner {
       case Expect.parse:
         if (t === Backend.parseComplete) {
           const stmt = (q.headAux as ParseAux | undefined)?.stmt;
-          if (stmt !== undefined) this.#pool.rememberStatement(stmt.canonical);
+          if (stmt !== undefined) {
+            this.#pool!.rememberStatement(stmt.canonical);
+            this.#replay = null; // the client's name now stands for it: no retry
+          }
           return this.#complete(msg);
         }
         if (t === Backend.errorResponse) return this.#extError(b, msg);
@@ -1048,6 +1363,7 @@ export class Session implements BackendOwner {
             this.#fwd(msg);
             return;
           case Backend.commandComplete:
+            this.#replay = null;
             this.#checkTag(b, msg.payload);
             return this.#complete(msg);
           case Backend.emptyQueryResponse:
@@ -1067,7 +1383,7 @@ export class Session implements BackendOwner {
         break;
       case Expect.injectedParse:
         if (t === Backend.parseComplete) {
-          this.#pool.rememberStatement(q.headAux as string);
+          this.#pool!.rememberStatement(q.headAux as string);
           q.shift();
           this.#drainSynthetic();
           return;
@@ -1100,6 +1416,7 @@ export class Session implements BackendOwner {
         this.#ready(b, msg.payload[0]!);
         return;
       case Backend.commandComplete:
+        this.#replay = null; // a statement ran (it may have committed): never run it twice
         this.#checkTag(b, msg.payload);
         if (plan !== undefined && plan.swallow[plan.index++] === true) return;
         break;
@@ -1306,7 +1623,7 @@ export class Session implements BackendOwner {
   }
 
   #applySettings(b: BackendConn, rows: (string | null)[][]): void {
-    const m = settingsFromRows(rows, this.#pool.user);
+    const m = settingsFromRows(rows, this.#pool!.user);
     this.#settings = m;
     this.#settingsKey = settingsKey(m);
     b.settings = m;
@@ -1315,6 +1632,7 @@ export class Session implements BackendOwner {
 
   /** ReadyForQuery from the backend (already forwarded or swallowed). */
   #ready(b: BackendConn, status: number): void {
+    this.#replay = null;
     this.#txn = status;
     this.#drainSynthetic();
     if (this.#q.size > 0 || this.#backend !== b) return;
@@ -1347,14 +1665,14 @@ export class Session implements BackendOwner {
   #release(b: BackendConn): void {
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
-    this.#pool.release(b);
+    this.#pool!.release(b);
   }
 
   #discard(b: BackendConn): void {
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
     this.#q.clear();
-    this.#pool.discard(b);
+    this.#pool!.discard(b);
   }
 
   /** Postgres sent something the pooler cannot place: the backend's state is unknown. */
@@ -1394,10 +1712,21 @@ export class Session implements BackendOwner {
   /** The backend failed while held: the session's state is lost with it. */
   onBackendClosed(b: BackendConn, err: unknown): void {
     if (this.#backend !== b) return;
+    if (this.#replay !== null && !this.#clientGone && !this.#closing) {
+      this.#retryTransaction(b, err);
+      return;
+    }
+    if (
+      this.#source.retry !== undefined && this.#establishing === null && !this.#clientGone &&
+      !this.#closing && this.#pins === 0
+    ) {
+      this.#lostInTransaction(b, err);
+      return;
+    }
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
     this.#q.clear();
-    this.#pool.discard(b);
+    this.#pool!.discard(b);
     if (this.#establishing !== null) {
       this.#establishing.reject(err);
       return;
@@ -1514,6 +1843,20 @@ export class Session implements BackendOwner {
   get backend(): BackendConn | null {
     return this.#backend;
   }
+}
+
+/** A client message kept as bytes, presented as the readers present messages. */
+function frameOf(raw: Uint8Array): Frame {
+  const type = raw[0]!;
+  return {
+    type,
+    buf: raw,
+    start: 0,
+    end: raw.length,
+    raw,
+    payload: raw.subarray(5),
+    typeChar: String.fromCharCode(type),
+  };
 }
 
 /** Offsets where each non-empty statement of a simple query starts. */

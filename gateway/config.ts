@@ -1,0 +1,174 @@
+/**
+ * The gateway's configuration: flags, environment fallbacks and defaults that work for the local
+ * cluster.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { type ConfigSpec, positiveIntSchema } from "../shared/config/mod.ts";
+
+const hostPort = z.string().regex(
+  /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/,
+  "must be HOST:PORT",
+);
+const absolutePath = z.string().refine((p) => p.startsWith("/"), "must be an absolute path");
+const nonNegativeInt = z.coerce.number().int().min(0);
+
+/** Schema of the gateway's configuration. */
+export const gatewayConfigSchema = z.object({
+  alias: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, "must be a topo name")
+    .default("gateway"),
+  listen: z.array(hostPort).min(1).default(["127.0.0.1:15432"]),
+  httpListen: hostPort.default("127.0.0.1:15100"),
+  topoEndpoints: z.array(z.string().url()).min(1, "give at least one --topo-endpoint"),
+  topoRoot: z.string().startsWith("/").default("/tessera"),
+  cell: z.string().min(1).default("zone1"),
+  leaseTtl: z.coerce.number().int().min(2).max(300).default(10),
+  auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
+  tlsCert: absolutePath.optional(),
+  tlsKey: absolutePath.optional(),
+  requireTls: z.boolean().default(false),
+  maxClientConn: positiveIntSchema.default(10000),
+  maxConnPerUser: nonNegativeInt.default(0),
+  poolSizePerPooler: positiveIntSchema.default(50),
+  queueTimeout: nonNegativeInt.default(30),
+  bufferWindow: z.coerce.number().min(0).max(3600).default(10),
+  maxBuffered: nonNegativeInt.default(1000),
+  replicaFallback: z.boolean().default(false),
+  poolerPassword: z.string().optional(),
+  logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
+}).superRefine((c, ctx) => {
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["tlsCert"],
+      message: "give both --tls-cert and --tls-key",
+    });
+  }
+  if (c.requireTls && c.tlsCert === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["requireTls"],
+      message: "needs --tls-cert and --tls-key",
+    });
+  }
+});
+
+/** The gateway's configuration as read from flags and environment. */
+export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;
+
+/** How each field of {@linkcode GatewayConfig} is given. */
+export const gatewayConfigSpec: ConfigSpec<typeof gatewayConfigSchema> = {
+  program: "gateway",
+  schema: gatewayConfigSchema,
+  fields: {
+    alias: {
+      flag: "alias",
+      env: "GATEWAY_ALIAS",
+      description: "name of this gateway (topo, logs)",
+    },
+    listen: {
+      flag: "listen",
+      env: "GATEWAY_LISTEN",
+      multiple: true,
+      description: "HOST:PORT for Postgres clients, repeatable (default 127.0.0.1:15432)",
+    },
+    httpListen: {
+      flag: "http-listen",
+      env: "GATEWAY_HTTP_LISTEN",
+      description: "HOST:PORT of the Connect + status server (default 127.0.0.1:15100)",
+    },
+    topoEndpoints: {
+      flag: "topo-endpoint",
+      env: "TOPO_ENDPOINTS",
+      multiple: true,
+      description: "etcd URL of the global topo, repeatable (required)",
+    },
+    topoRoot: { flag: "topo-root", env: "TOPO_ROOT", description: "topo root (default /tessera)" },
+    cell: {
+      flag: "cell",
+      env: "GATEWAY_CELL",
+      description: "cell of this gateway (default zone1)",
+    },
+    leaseTtl: {
+      flag: "lease-ttl",
+      env: "GATEWAY_LEASE_TTL",
+      description: "seconds the topo record outlives a dead gateway (default 10)",
+    },
+    auth: {
+      flag: "auth",
+      env: "GATEWAY_AUTH",
+      description: "client authentication: trust or scram-sha-256 (users from topo; default trust)",
+    },
+    tlsCert: { flag: "tls-cert", env: "GATEWAY_TLS_CERT", description: "PEM certificate for TLS" },
+    tlsKey: { flag: "tls-key", env: "GATEWAY_TLS_KEY", description: "PEM private key for TLS" },
+    requireTls: {
+      flag: "require-tls",
+      env: "GATEWAY_REQUIRE_TLS",
+      type: "boolean",
+      description: "refuse TCP clients that do not use TLS",
+    },
+    maxClientConn: {
+      flag: "max-client-conn",
+      env: "GATEWAY_MAX_CLIENT_CONN",
+      description: "most client connections (default 10000)",
+    },
+    maxConnPerUser: {
+      flag: "max-conn-per-user",
+      env: "GATEWAY_MAX_CONN_PER_USER",
+      description: "most client connections per user, 0 for no limit (default 0)",
+    },
+    poolSizePerPooler: {
+      flag: "pool-size-per-pooler",
+      env: "GATEWAY_POOL_SIZE_PER_POOLER",
+      description: "connections to each pooler per user and keyspace (default 50)",
+    },
+    queueTimeout: {
+      flag: "queue-timeout",
+      env: "GATEWAY_QUEUE_TIMEOUT",
+      description: "seconds a transaction waits for a pooler connection before 53300 (default 30)",
+    },
+    bufferWindow: {
+      flag: "buffer-window",
+      env: "GATEWAY_BUFFER_WINDOW",
+      description: "seconds a query waits for a serving pooler during failover (default 10)",
+    },
+    maxBuffered: {
+      flag: "max-buffered",
+      env: "GATEWAY_MAX_BUFFERED",
+      description: "most queries waiting for a serving pooler; beyond it 53300 (default 1000)",
+    },
+    replicaFallback: {
+      flag: "replica-fallback",
+      env: "GATEWAY_REPLICA_FALLBACK",
+      type: "boolean",
+      description: "send <keyspace>@replica sessions to the primary when no replica serves",
+    },
+    poolerPassword: {
+      flag: "pooler-password",
+      env: "GATEWAY_POOLER_PASSWORD",
+      description: "password for poolers that ask for one (prefer the env variable)",
+    },
+    logLevel: {
+      flag: "log-level",
+      env: "GATEWAY_LOG_LEVEL",
+      description: "debug, info, warn, error",
+    },
+  },
+};
+
+/** The environment variables the gateway reads (all of them, so access can be narrowed). */
+export const GATEWAY_ENV_VARS: readonly string[] = Object.values(gatewayConfigSpec.fields)
+  .map((f) => f.env)
+  .filter((e): e is string => e !== undefined);
+
+/** Splits `HOST:PORT` (IPv6 in brackets) into its parts. */
+export function splitHostPort(value: string): { hostname: string; port: number } {
+  const idx = value.lastIndexOf(":");
+  const host = value.slice(0, idx);
+  return {
+    hostname: host.startsWith("[") ? host.slice(1, -1) : host,
+    port: Number(value.slice(idx + 1)),
+  };
+}
