@@ -6,35 +6,34 @@
  */
 
 import { z } from "zod";
-import { type ConfigSpec, positiveIntSchema } from "../shared/config/mod.ts";
-
-const hostPort = z.string().regex(
-  /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/,
-  "must be HOST:PORT",
-);
-const absolutePath = z.string().refine((p) => p.startsWith("/"), "must be an absolute path");
-const nonNegativeInt = z.coerce.number().int().min(0);
+import {
+  absolutePathSchema,
+  type ConfigSpec,
+  hostPortSchema,
+  nonNegativeIntSchema,
+  positiveIntSchema,
+} from "../shared/config/mod.ts";
 
 /** Schema of the gateway's configuration. */
 export const gatewayConfigSchema = z.object({
   alias: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, "must be a topo name")
     .default("gateway"),
-  listen: z.array(hostPort).min(1).default(["127.0.0.1:15432"]),
-  httpListen: hostPort.default("127.0.0.1:15100"),
+  listen: z.array(hostPortSchema).min(1).default(["127.0.0.1:15432"]),
+  httpListen: hostPortSchema.default("127.0.0.1:15100"),
   topoEndpoints: z.array(z.string().url()).min(1, "give at least one --topo-endpoint"),
   topoRoot: z.string().startsWith("/").default("/tessera"),
   cell: z.string().min(1).default("zone1"),
   leaseTtl: z.coerce.number().int().min(2).max(300).default(10),
   auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
-  tlsCert: absolutePath.optional(),
-  tlsKey: absolutePath.optional(),
+  tlsCert: absolutePathSchema.optional(),
+  tlsKey: absolutePathSchema.optional(),
   requireTls: z.boolean().default(false),
   maxClientConn: positiveIntSchema.default(10000),
-  maxConnPerUser: nonNegativeInt.default(0),
+  maxConnPerUser: nonNegativeIntSchema.default(0),
   poolSizePerPooler: positiveIntSchema.default(50),
-  queueTimeout: nonNegativeInt.default(30),
+  queueTimeout: nonNegativeIntSchema.default(30),
   bufferWindow: z.coerce.number().min(0).max(3600).default(10),
-  maxBuffered: nonNegativeInt.default(1000),
+  maxBuffered: nonNegativeIntSchema.default(1000),
   replicaFallback: z.boolean().default(false),
   poolerPassword: z.string().optional(),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -162,13 +161,3 @@ export const gatewayConfigSpec: ConfigSpec<typeof gatewayConfigSchema> = {
 export const GATEWAY_ENV_VARS: readonly string[] = Object.values(gatewayConfigSpec.fields)
   .map((f) => f.env)
   .filter((e): e is string => e !== undefined);
-
-/** Splits `HOST:PORT` (IPv6 in brackets) into its parts. */
-export function splitHostPort(value: string): { hostname: string; port: number } {
-  const idx = value.lastIndexOf(":");
-  const host = value.slice(0, idx);
-  return {
-    hostname: host.startsWith("[") ? host.slice(1, -1) : host,
-    port: Number(value.slice(idx + 1)),
-  };
-}

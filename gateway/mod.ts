@@ -22,7 +22,6 @@ export {
   type GatewayConfig,
   gatewayConfigSchema,
   gatewayConfigSpec,
-  splitHostPort,
 } from "./config.ts";
 export { GATEWAY_VERSION, type GatewayRuntime, runGateway } from "./runtime.ts";
 export {

@@ -6,18 +6,16 @@
 
 import { dirname } from "node:path";
 import { z } from "zod";
-import { type ConfigSpec, portSchema } from "../shared/config/mod.ts";
-
-const absolutePath = z.string().refine((p) => p.startsWith("/"), "must be an absolute path");
+import { absolutePathSchema, type ConfigSpec, portSchema } from "../shared/config/mod.ts";
 
 /** Schema of pgctld's configuration. */
 export const pgctldConfigSchema = z.object({
   alias: z.string().min(1).default("pgctld"),
   hostname: z.string().min(1).default("127.0.0.1"),
   port: portSchema.default(17100),
-  dataDir: absolutePath,
-  socketDir: absolutePath.optional(),
-  logFile: absolutePath.optional(),
+  dataDir: absolutePathSchema,
+  socketDir: absolutePathSchema.optional(),
+  logFile: absolutePathSchema.optional(),
   pgPort: portSchema.default(25432),
   pgListenAddress: z.string().regex(/^[0-9A-Za-z.:*,\- ]*$/, "must be a list of addresses")
     .default(""),

@@ -6,39 +6,39 @@
  */
 
 import { z } from "zod";
-import { type ConfigSpec, portSchema, positiveIntSchema } from "../shared/config/mod.ts";
-
-const hostPort = z.string().regex(
-  /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/,
-  "must be HOST:PORT",
-);
-const absolutePath = z.string().refine((p) => p.startsWith("/"), "must be an absolute path");
-const nonNegativeInt = z.coerce.number().int().min(0);
+import {
+  absolutePathSchema,
+  type ConfigSpec,
+  hostPortSchema,
+  nonNegativeIntSchema,
+  portSchema,
+  positiveIntSchema,
+} from "../shared/config/mod.ts";
 
 /** Schema of the pooler's configuration. */
 export const poolerConfigSchema = z.object({
   alias: z.string().min(1).default("pooler"),
-  listen: z.array(hostPort).default(["127.0.0.1:16000"]),
-  unixSocketDir: absolutePath.optional(),
-  httpListen: hostPort.default("127.0.0.1:16100"),
-  postgresSocketDir: absolutePath.optional(),
+  listen: z.array(hostPortSchema).default(["127.0.0.1:16000"]),
+  unixSocketDir: absolutePathSchema.optional(),
+  httpListen: hostPortSchema.default("127.0.0.1:16100"),
+  postgresSocketDir: absolutePathSchema.optional(),
   postgresHost: z.string().min(1).optional(),
   postgresPort: portSchema.default(25432),
   postgresPassword: z.string().optional(),
   controlUser: z.string().min(1).default("postgres"),
   poolSize: positiveIntSchema.default(20),
-  minPoolSize: nonNegativeInt.default(0),
-  reservePoolSize: nonNegativeInt.default(2),
+  minPoolSize: nonNegativeIntSchema.default(0),
+  reservePoolSize: nonNegativeIntSchema.default(2),
   adminUsers: z.array(z.string().min(1)).default(["postgres"]),
   maxClientConn: positiveIntSchema.default(10000),
-  idleTimeout: nonNegativeInt.default(300),
-  maxLifetime: nonNegativeInt.default(3600),
-  queueTimeout: nonNegativeInt.default(30),
+  idleTimeout: nonNegativeIntSchema.default(300),
+  maxLifetime: nonNegativeIntSchema.default(3600),
+  queueTimeout: nonNegativeIntSchema.default(30),
   preparedCacheSize: positiveIntSchema.default(256),
   auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
-  authFile: absolutePath.optional(),
-  tlsCert: absolutePath.optional(),
-  tlsKey: absolutePath.optional(),
+  authFile: absolutePathSchema.optional(),
+  tlsCert: absolutePathSchema.optional(),
+  tlsKey: absolutePathSchema.optional(),
   topoEndpoints: z.array(z.string().url()).default([]),
   topoRoot: z.string().startsWith("/").default("/tessera"),
   leaseTtl: z.coerce.number().int().min(2).max(300).default(10),
@@ -222,13 +222,3 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
     },
   },
 };
-
-/** Splits `HOST:PORT` (IPv6 in brackets) into its parts. */
-export function splitHostPort(value: string): { hostname: string; port: number } {
-  const idx = value.lastIndexOf(":");
-  const host = value.slice(0, idx);
-  return {
-    hostname: host.startsWith("[") ? host.slice(1, -1) : host,
-    port: Number(value.slice(idx + 1)),
-  };
-}

@@ -129,3 +129,28 @@ export const portSchema: z.ZodCoercedNumber<unknown> = z.coerce.number().int().m
 
 /** A positive integer given as a string or number. */
 export const positiveIntSchema: z.ZodCoercedNumber<unknown> = z.coerce.number().int().positive();
+
+/** A `HOST:PORT` address (IPv6 hosts in brackets). */
+export const hostPortSchema: z.ZodString = z.string().regex(
+  /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/,
+  "must be HOST:PORT",
+);
+
+/** An absolute file-system path. */
+export const absolutePathSchema: z.ZodString = z.string().refine(
+  (p) => p.startsWith("/"),
+  "must be an absolute path",
+);
+
+/** A whole number of at least 0, given as a string or number. */
+export const nonNegativeIntSchema: z.ZodCoercedNumber<unknown> = z.coerce.number().int().min(0);
+
+/** Splits `HOST:PORT` (IPv6 in brackets) into its parts. */
+export function splitHostPort(value: string): { hostname: string; port: number } {
+  const idx = value.lastIndexOf(":");
+  const host = value.slice(0, idx);
+  return {
+    hostname: host.startsWith("[") ? host.slice(1, -1) : host,
+    port: Number(value.slice(idx + 1)),
+  };
+}
