@@ -1,0 +1,576 @@
+/**
+ * Gateway benchmark: pgbench through client → Tessera gateway → Tessera pooler → Postgres,
+ * through PgBouncer (transaction mode) → Postgres, and to Postgres directly, in one run on one
+ * machine. See bench/gateway/README.md.
+ *
+ * `deno run -A bench/gateway/main.ts [--clients 10,50,200] [--duration 30] [--pool-size 20]
+ * [--scale 10]`
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  assertPortFree,
+  CleanupStack,
+  CpuMeter,
+  findBinary,
+  findPgbench,
+  findPgbouncer,
+  fixed,
+  formatTable,
+  type PgbenchResult,
+  type PgbenchWorkload,
+  ratio,
+  runPgbench,
+  sleep,
+  startPgbouncer,
+  stopChild,
+  type Table,
+} from "../lib/mod.ts";
+import { startTestPostgres } from "../../tests/support/postgres.ts";
+import { startTask, type TestProcess } from "../../tests/support/process.ts";
+import { findPgBindir } from "../../shared/pgbin/mod.ts";
+import { startEtcd } from "../../shared/proc/mod.ts";
+import { TopoClient } from "../../shared/topo/mod.ts";
+import { Logger } from "../../shared/log/mod.ts";
+
+const TARGETS = ["direct", "pgbouncer", "gateway"] as const;
+type Target = typeof TARGETS[number];
+const WORKLOADS = ["select-only", "tpcb-like"] as const;
+const USER = "postgres";
+const KEYSPACE = "app";
+const PASSWORD = "tessera-bench";
+const HOST = "127.0.0.1";
+const TOPO_ROOT = "/tessera-bench-gateway";
+const CELL = "zone1";
+
+const USAGE = `Usage: deno run -A bench/gateway/main.ts [options]
+
+  --clients LIST        pgbench client counts (default 10,50,200)
+  --duration S          seconds per pgbench run (default 30)
+  --pool-size N         backends per pool: the pooler's --pool-size, PgBouncer's
+                        default_pool_size (default 20)
+  --gateway-pool N      the gateway's --pool-size-per-pooler (default: --pool-size)
+  --scale N             pgbench -i scale factor (default 10)
+  --targets LIST        direct,pgbouncer,gateway (default all three)
+  --workloads LIST      select-only,tpcb-like (default both)
+  --threads N           pgbench -j (default 2)
+  --port-base N         first of eight ports used (default 14000; all must stay in 14000-14099)
+  --help                this text`;
+
+interface Options {
+  clients: number[];
+  durationS: number;
+  poolSize: number;
+  gatewayPool: number;
+  scale: number;
+  targets: Target[];
+  workloads: PgbenchWorkload[];
+  threads: number;
+  portBase: number;
+}
+
+function positiveInt(name: string, raw: string): number {
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new RangeError(`'--${name}' must be a positive integer: received '${raw}'`);
+  }
+  return value;
+}
+
+function list<T extends string>(name: string, raw: string, allowed: readonly T[]): T[] {
+  const items = raw.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  for (const item of items) {
+    if (!allowed.includes(item as T)) {
+      throw new RangeError(`'--${name}' accepts ${allowed.join(", ")}: received '${item}'`);
+    }
+  }
+  if (items.length === 0) throw new RangeError(`'--${name}' must name at least one value`);
+  return [...new Set(items)] as T[];
+}
+
+function parseOptions(args: string[]): Options | undefined {
+  const { values } = parseArgs({
+    args,
+    options: {
+      clients: { type: "string", default: "10,50,200" },
+      duration: { type: "string", default: "30" },
+      "pool-size": { type: "string", default: "20" },
+      "gateway-pool": { type: "string" },
+      scale: { type: "string", default: "10" },
+      targets: { type: "string", default: TARGETS.join(",") },
+      workloads: { type: "string", default: WORKLOADS.join(",") },
+      threads: { type: "string", default: "2" },
+      "port-base": { type: "string", default: "14000" },
+      help: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  const poolSize = positiveInt("pool-size", values["pool-size"]);
+  return {
+    clients: [...new Set(values.clients.split(",").map((c) => positiveInt("clients", c.trim())))],
+    durationS: positiveInt("duration", values.duration),
+    poolSize,
+    gatewayPool: values["gateway-pool"] === undefined
+      ? poolSize
+      : positiveInt("gateway-pool", values["gateway-pool"]),
+    scale: positiveInt("scale", values.scale),
+    targets: list("targets", values.targets, TARGETS),
+    workloads: list("workloads", values.workloads, WORKLOADS),
+    threads: positiveInt("threads", values.threads),
+    portBase: positiveInt("port-base", values["port-base"]),
+  };
+}
+
+/** One pgbench run's figures. */
+interface RunRow {
+  workload: PgbenchWorkload;
+  clients: number;
+  target: Target;
+  tps: number;
+  meanMs: number;
+  p99Ms: number;
+  failed: number;
+  abortedClients: number;
+  errors: string[];
+  ourCpuPct: number;
+  otherCpuPct: number;
+  /** CPU of the gateway process, percent of one core (gateway runs only). */
+  gatewayCorePct?: number;
+  /** CPU of the pooler process, percent of one core (gateway runs only). */
+  poolerCorePct?: number;
+}
+
+function log(message: string): void {
+  console.error(message);
+}
+
+/** utime + stime of one process, in clock ticks (100 per second on Linux). */
+function processTicks(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+    return (f[11] ?? 0) + (f[12] ?? 0);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+async function psql(socketDir: string, port: number, database: string, sql: string[]) {
+  const out = await new Deno.Command(`${findPgBindir()}/psql`, {
+    args: ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", socketDir, "-p", String(port)]
+      .concat(["-U", USER, "-d", database, ...sql.flatMap((s) => ["-c", s])]),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { PGCONNECT_TIMEOUT: "5" },
+  }).output();
+  if (!out.success) {
+    throw new Error(`psql failed on ${sql.join("; ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+async function logTail(file: string, lines = 15): Promise<string> {
+  const text = await Deno.readTextFile(file).catch(() => "");
+  return text.trimEnd().split("\n").slice(-lines).join("\n");
+}
+
+/** Polls psql through `host:port` to `database` until `select 1` answers, or throws. */
+async function waitForPsql(
+  what: string,
+  port: number,
+  proc: TestProcess,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<void> {
+  let exited: Deno.CommandStatus | undefined;
+  proc.child.status.then((s) => exited = s, () => undefined);
+  const deadline = Date.now() + timeoutMs;
+  let lastError = "not tried";
+  while (Date.now() < deadline && exited === undefined) {
+    signal.throwIfAborted();
+    try {
+      if ((await psql(HOST, port, KEYSPACE, ["select 1"])) === "1") return;
+    } catch (err) {
+      lastError = (err as Error).message.trim();
+    }
+    await sleep(250, signal);
+  }
+  const why = exited !== undefined
+    ? `exited with code ${exited.code}`
+    : `did not answer psql within ${timeoutMs / 1000} s (${lastError})`;
+  throw new Error(`the ${what} ${why}; its log ends with:\n${await logTail(proc.logFile)}`);
+}
+
+function rowFromResult(
+  key: Pick<RunRow, "workload" | "clients" | "target">,
+  result: PgbenchResult,
+  cpu: { oursPct: number; othersPct: number },
+): RunRow {
+  return {
+    ...key,
+    tps: result.report.tps,
+    meanMs: result.latency.meanMs,
+    p99Ms: result.latency.p99Ms,
+    failed: Math.max(result.report.failed, result.latency.failed),
+    abortedClients: result.exitCode === 1 && result.report.abortedClients === 0
+      ? key.clients
+      : result.report.abortedClients,
+    errors: result.report.errors,
+    ourCpuPct: cpu.oursPct,
+    otherCpuPct: cpu.othersPct,
+  };
+}
+
+function throughputTable(rows: RunRow[]): Table {
+  const baseline = (row: RunRow) =>
+    rows.find((r) =>
+      r.target === "pgbouncer" && r.workload === row.workload && r.clients === row.clients
+    );
+  return {
+    headers: [
+      "workload",
+      "clients",
+      "target",
+      "TPS",
+      "mean ms",
+      "p99 ms",
+      "failed",
+      "aborted",
+      "vs PgBouncer",
+      "gw CPU %",
+      "pooler CPU %",
+      "other CPU %",
+    ],
+    rows: rows.map((row) => [
+      row.workload,
+      String(row.clients),
+      row.target,
+      fixed(row.tps, 0),
+      fixed(row.meanMs, 3),
+      fixed(row.p99Ms, 3),
+      String(row.failed),
+      String(row.abortedClients),
+      ratio(row.tps / (baseline(row)?.tps ?? Number.NaN)),
+      row.gatewayCorePct === undefined ? "" : fixed(row.gatewayCorePct, 0),
+      row.poolerCorePct === undefined ? "" : fixed(row.poolerCorePct, 0),
+      fixed(row.otherCpuPct, 0),
+    ]),
+  };
+}
+
+function summary(rows: RunRow[], opts: Options): string[] {
+  if (!opts.clients.includes(50)) return ["no 50-client rows in this run (add 50 to --clients)"];
+  const lines: string[] = [];
+  for (const workload of opts.workloads) {
+    const find = (target: Target) =>
+      rows.find((r) => r.target === target && r.workload === workload && r.clients === 50);
+    const bouncer = find("pgbouncer");
+    const gateway = find("gateway");
+    if (!bouncer || !gateway) {
+      lines.push(`${workload}, 50 clients: gateway or PgBouncer not measured`);
+      continue;
+    }
+    const r = gateway.tps / bouncer.tps;
+    const clean = gateway.failed === 0 && gateway.abortedClients === 0;
+    lines.push(
+      `${workload}, 50 clients: gateway ${fixed(gateway.tps, 0)} tps = ${ratio(r)} PgBouncer ` +
+        `(${fixed(bouncer.tps, 0)} tps; target ≥ 0.80×: ${r >= 0.8 ? "met" : "NOT met"})` +
+        (clean ? "" : `, with ${gateway.failed} failed / ${gateway.abortedClients} aborted`),
+    );
+  }
+  return lines;
+}
+
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Runs the benchmark; returns the exit code. */
+export async function main(args: string[] = Deno.args): Promise<number> {
+  let opts: Options | undefined;
+  try {
+    opts = parseOptions(args);
+  } catch (err) {
+    console.error(`bench/gateway: ${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (opts === undefined) {
+    console.log(USAGE);
+    return 0;
+  }
+  const o = opts;
+  const ports = {
+    postgres: o.portBase,
+    etcdClient: o.portBase + 1,
+    etcdPeer: o.portBase + 2,
+    pooler: o.portBase + 3,
+    poolerHttp: o.portBase + 4,
+    gateway: o.portBase + 5,
+    gatewayHttp: o.portBase + 6,
+    pgbouncer: o.portBase + 7,
+  };
+  for (const port of Object.values(ports)) assertPortFree(port, HOST);
+  const pgbench = findPgbench(findPgBindir());
+  findBinary("psql", { debianPackage: "postgresql-client", dirs: [findPgBindir()] });
+  const wantsBouncer = o.targets.includes("pgbouncer");
+  const pgbouncer = wantsBouncer ? findPgbouncer() : undefined;
+
+  const controller = new AbortController();
+  const signal = controller.signal;
+  const onSignal = () => {
+    log("interrupted: stopping everything started");
+    controller.abort(new Error("interrupted"));
+  };
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  const cleanup = new CleanupStack((what, err) =>
+    log(`cleanup of ${what} failed: ${(err as Error).message}`)
+  );
+  const runs: RunRow[] = [];
+  const started = new Date();
+  let exitCode = 0;
+  try {
+    const workDir = await Deno.makeTempDir({ prefix: "tessera-bench-gateway-" });
+    await Deno.chmod(workDir, 0o755);
+    cleanup.push("work directory", () => Deno.remove(workDir, { recursive: true }));
+
+    const maxConnections = Math.max(300, ...o.clients.map((c) => c + 20));
+    log(`starting Postgres on port ${ports.postgres}`);
+    const pg = await startTestPostgres({
+      port: ports.postgres,
+      listenAddress: HOST,
+      password: PASSWORD,
+      settings: {
+        max_connections: String(maxConnections),
+        shared_buffers: "256MB",
+        fsync: "off",
+        synchronous_commit: "off",
+        full_page_writes: "off",
+      },
+    });
+    cleanup.push("postgres", () => pg.cleanup());
+    signal.throwIfAborted();
+    await psql(pg.socketDir, pg.port, "postgres", [`CREATE DATABASE ${KEYSPACE}`]);
+    log(`pgbench -i -s ${o.scale} ${KEYSPACE}`);
+    const init = await new Deno.Command(pgbench, {
+      args: ["-i", "-q", "-s", String(o.scale), "-h", pg.socketDir, "-p", String(pg.port)]
+        .concat(["-U", USER, KEYSPACE]),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal,
+    }).output();
+    signal.throwIfAborted();
+    if (!init.success) {
+      throw new Error(`pgbench -i failed: ${new TextDecoder().decode(init.stderr)}`);
+    }
+    const serverVersion = await psql(pg.socketDir, pg.port, "postgres", ["SHOW server_version"]);
+
+    let bouncerPort: number | undefined;
+    if (wantsBouncer) {
+      const bouncer = await startPgbouncer({
+        pgbouncer: pgbouncer!,
+        listenPort: ports.pgbouncer,
+        pgSocketDir: pg.socketDir,
+        pgPort: pg.port,
+        poolSize: o.poolSize,
+        maxClientConn: Math.max(...o.clients) + 100,
+        user: USER,
+        database: KEYSPACE,
+      });
+      cleanup.push("pgbouncer", () => bouncer.stop());
+      bouncerPort = bouncer.port;
+      log(`pgbouncer pid ${bouncer.pid} on port ${bouncer.port}`);
+    }
+
+    let gatewayPid: number | undefined;
+    let poolerPid: number | undefined;
+    if (o.targets.includes("gateway")) {
+      const quiet = new Logger({ component: "bench-gateway", level: "error" });
+      const etcd = await startEtcd({
+        dataDir: `${workDir}/etcd`,
+        clientPort: ports.etcdClient,
+        peerPort: ports.etcdPeer,
+        logger: quiet,
+      });
+      cleanup.push("etcd", () => etcd.stop());
+      const topo = await TopoClient.connect({
+        endpoints: etcd.endpoint,
+        root: TOPO_ROOT,
+        logger: quiet,
+      });
+      cleanup.push("topo client", () => topo.close());
+      await topo.global.cells.put([CELL], topo.defaultCellRecord(CELL));
+      await topo.global.keyspaces.put([KEYSPACE], { name: KEYSPACE, sharded: false });
+      await topo.global.shards.put([KEYSPACE, "0"], { keyspace: KEYSPACE, range: "0", term: 1 });
+      log(`etcd on port ${ports.etcdClient}; topo records written under ${TOPO_ROOT}`);
+
+      const topoFlags = ["--topo-endpoint", etcd.endpoint, "--topo-root", TOPO_ROOT];
+      const pooler = await startTask("pooler", [
+        "--alias",
+        "bench-pooler",
+        ...topoFlags,
+        "--keyspace",
+        KEYSPACE,
+        "--shard",
+        "0",
+        "--cell",
+        CELL,
+        "--type",
+        "primary",
+        "--postgres-socket-dir",
+        pg.socketDir,
+        "--postgres-port",
+        String(pg.port),
+        "--listen",
+        `${HOST}:${ports.pooler}`,
+        "--http-listen",
+        `${HOST}:${ports.poolerHttp}`,
+        "--pool-size",
+        String(o.poolSize),
+        "--max-client-conn",
+        String(Math.max(...o.clients) + 100),
+        "--log-level",
+        "warn",
+      ], `${workDir}/pooler.log`);
+      cleanup.push("pooler", async () => {
+        await stopChild(pooler.child, "SIGTERM", 10_000);
+        await pooler.stop();
+      });
+      poolerPid = pooler.child.pid;
+      await waitForPsql("pooler", ports.pooler, pooler, 30_000, signal);
+      log(`pooler pid ${poolerPid} on port ${ports.pooler}`);
+
+      const gateway = await startTask("gateway", [
+        "--alias",
+        "bench-gateway",
+        ...topoFlags,
+        "--cell",
+        CELL,
+        "--listen",
+        `${HOST}:${ports.gateway}`,
+        "--http-listen",
+        `${HOST}:${ports.gatewayHttp}`,
+        "--pool-size-per-pooler",
+        String(o.gatewayPool),
+        "--max-client-conn",
+        String(Math.max(...o.clients) + 100),
+        "--log-level",
+        "warn",
+      ], `${workDir}/gateway.log`);
+      cleanup.push("gateway", async () => {
+        await stopChild(gateway.child, "SIGTERM", 10_000);
+        await gateway.stop();
+      });
+      gatewayPid = gateway.child.pid;
+      await waitForPsql("gateway", ports.gateway, gateway, 30_000, signal);
+      log(`gateway pid ${gatewayPid} on port ${ports.gateway}`);
+    }
+
+    const cpus = navigator.hardwareConcurrency;
+    console.log(`# Tessera gateway benchmark, ${started.toISOString()}`);
+    console.log(
+      `machine: ${cpus} CPUs, Linux ${Deno.osRelease()}; load average before: ${loadAverage()}`,
+    );
+    console.log(
+      `PostgreSQL ${serverVersion}, Deno ${Deno.version.deno}; pgbench -M simple, scale ` +
+        `${o.scale}, -j ${o.threads}, -T ${o.durationS}; pool size ${o.poolSize} (pooler ` +
+        `--pool-size, PgBouncer transaction mode default_pool_size), gateway ` +
+        `--pool-size-per-pooler ${o.gatewayPool}; fsync/synchronous_commit/full_page_writes off`,
+    );
+
+    const portOf: Record<Target, number | undefined> = {
+      direct: pg.port,
+      pgbouncer: bouncerPort,
+      gateway: gatewayPid === undefined ? undefined : ports.gateway,
+    };
+    const targets = o.targets.filter((t) => portOf[t] !== undefined);
+    const total = o.workloads.length * o.clients.length * targets.length;
+    log(`${total} pgbench runs, about ${Math.ceil((total * (o.durationS + 4)) / 60)} min`);
+    const postmasterPid = (await pg.instance.status()).pid;
+    const meter = new CpuMeter(() => [Deno.pid, postmasterPid]);
+    let n = 0;
+    for (const workload of o.workloads) {
+      for (const clients of o.clients) {
+        for (const target of targets) {
+          signal.throwIfAborted();
+          n++;
+          await psql(pg.socketDir, pg.port, KEYSPACE, [
+            "VACUUM pgbench_branches",
+            "VACUUM pgbench_tellers",
+            "TRUNCATE pgbench_history",
+            "CHECKPOINT",
+          ]);
+          const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-log-" });
+          const gwBefore = gatewayPid === undefined ? Number.NaN : processTicks(gatewayPid);
+          const plBefore = poolerPid === undefined ? Number.NaN : processTicks(poolerPid);
+          const t0 = performance.now();
+          meter.start();
+          const result = await runPgbench({
+            pgbench,
+            host: HOST,
+            port: portOf[target]!,
+            user: USER,
+            database: KEYSPACE,
+            password: PASSWORD,
+            workload,
+            protocol: "simple",
+            clients,
+            threads: o.threads,
+            durationS: o.durationS,
+            logDir,
+            signal,
+          });
+          const cpu = meter.stop();
+          const elapsedS = (performance.now() - t0) / 1000;
+          await Deno.remove(logDir, { recursive: true });
+          const row = rowFromResult({ workload, clients, target }, result, cpu);
+          if (target === "gateway") {
+            // Ticks are 1/100 s: ticks / seconds = percent of one core.
+            row.gatewayCorePct = (processTicks(gatewayPid!) - gwBefore) / elapsedS;
+            row.poolerCorePct = (processTicks(poolerPid!) - plBefore) / elapsedS;
+          }
+          runs.push(row);
+          log(
+            `[${n}/${total}] ${workload} c=${clients} ${target}: ${fixed(row.tps, 0)} tps, ` +
+              `mean ${fixed(row.meanMs, 3)} ms, p99 ${fixed(row.p99Ms, 3)} ms, failed ` +
+              `${row.failed}, aborted ${row.abortedClients}, other CPU ` +
+              `${fixed(row.otherCpuPct, 0)}%` +
+              (row.errors.length > 0 ? `; errors: ${row.errors.join(" | ")}` : ""),
+          );
+        }
+      }
+    }
+    console.log("\n## Throughput (pgbench -M simple)\n");
+    console.log(formatTable(throughputTable(runs)));
+    console.log(
+      "\nTPS: pgbench's, without initial connection time. mean/p99: from pgbench's " +
+        "per-transaction logs. vs PgBouncer: TPS over PgBouncer's at the same workload and " +
+        "clients. gw/pooler CPU %: CPU of the gateway and pooler processes during the run, " +
+        "percent of one core. other CPU %: share of all CPUs used by processes outside this " +
+        "benchmark during the run (above ~5 the row is noisy).",
+    );
+    console.log("\n## 50 clients: gateway path against PgBouncer\n");
+    for (const line of summary(runs, o)) console.log(`- ${line}`);
+    console.log(`\nload average after: ${loadAverage()}`);
+    const wall = (Date.now() - started.getTime()) / 1000;
+    console.log(`wall time: ${Math.floor(wall / 60)} min ${Math.round(wall % 60)} s`);
+  } catch (err) {
+    exitCode = signal.aborted ? 130 : 1;
+    if (!signal.aborted) console.error(`bench/gateway: ${(err as Error).message}`);
+  } finally {
+    await cleanup.runAll();
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  }
+  return exitCode;
+}
+
+if (import.meta.main) Deno.exit(await main());
