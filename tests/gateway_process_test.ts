@@ -16,6 +16,7 @@ import { createRpcClient } from "../shared/rpc/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../shared/testing/assert.ts";
 import { TopoClient } from "../shared/topo/mod.ts";
 import { startTestPostgres } from "./support/postgres.ts";
+import { runPsql } from "./support/psql.ts";
 import {
   makeSharedTempDir,
   startTask,
@@ -39,49 +40,11 @@ const GATEWAY2_PORT = 13132;
 const GATEWAY2_HTTP = 13133;
 const ROOT = "/gwproc";
 
+const psql = (port: number, database: string, sql: string) => runPsql({ port, database }, sql);
+const psqlConn = (conninfo: string, sql: string) => runPsql(conninfo, sql);
+
 const quiet = () => new Logger({ component: "test", level: "error" });
 const silentSink = () => {};
-
-async function psql(port: number, database: string, sql: string) {
-  const out = await new Deno.Command(`${findPgBindir()}/psql`, {
-    args: [
-      "-X",
-      "-At",
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-U",
-      "postgres",
-      "-d",
-      database,
-      "-c",
-      sql,
-    ],
-    env: { PGCONNECT_TIMEOUT: "10" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout).trim(),
-    stderr: new TextDecoder().decode(out.stderr).trim(),
-  };
-}
-
-async function psqlConn(conninfo: string, sql: string) {
-  const out = await new Deno.Command(`${findPgBindir()}/psql`, {
-    args: ["-X", "-At", conninfo, "-c", sql],
-    env: { PGCONNECT_TIMEOUT: "10" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout).trim(),
-    stderr: new TextDecoder().decode(out.stderr).trim(),
-  };
-}
 
 function pooler(
   alias: string,

@@ -11,6 +11,7 @@ import { TopoClient } from "../shared/topo/mod.ts";
 import { createScramVerifier } from "../shared/wire/mod.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../shared/testing/assert.ts";
 import { startTestPostgres } from "./support/postgres.ts";
+import { runPsql } from "./support/psql.ts";
 import { makeSharedTempDir, startTask, waitFor } from "./support/process.ts";
 
 const PG_PORT = 12750;
@@ -19,32 +20,8 @@ const POOLER_HTTP = 12752;
 const ETCD_CLIENT = 12753;
 const ETCD_PEER = 12754;
 
-async function psql(port: number, sql: string, env: Record<string, string> = {}) {
-  const out = await new Deno.Command("psql", {
-    args: [
-      "-X",
-      "-At",
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-U",
-      "postgres",
-      "-d",
-      "postgres",
-      "-c",
-      sql,
-    ],
-    env: { PGCONNECT_TIMEOUT: "10", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout).trim(),
-    stderr: new TextDecoder().decode(out.stderr).trim(),
-  };
-}
+const psql = (port: number, sql: string, env: Record<string, string> = {}) =>
+  runPsql({ port, database: "postgres" }, sql, env);
 
 Deno.test({
   name:
