@@ -6,6 +6,7 @@
 
 import { dirname } from "node:path";
 import { z } from "zod";
+import { SqlState, TesseraError } from "../shared/errors/mod.ts";
 import { absolutePathSchema, type ConfigSpec, portSchema } from "../shared/config/mod.ts";
 
 /** Schema of pgctld's configuration. */
@@ -21,6 +22,9 @@ export const pgctldConfigSchema = z.object({
     .default(""),
   pgBindir: z.string().optional(),
   osUser: z.string().min(1).default("postgres"),
+  replicationUser: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a plain role name")
+    .max(63).default("tessera_repl"),
+  replicationPasswordFile: absolutePathSchema.optional(),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -74,6 +78,16 @@ export const pgctldConfigSpec: ConfigSpec<typeof pgctldConfigSchema> = {
       env: "PGCTLD_OS_USER",
       description: "OS user that runs Postgres when pgctld runs as root (default postgres)",
     },
+    replicationUser: {
+      flag: "replication-user",
+      env: "PGCTLD_REPLICATION_USER",
+      description: "role that replicas stream as (default tessera_repl)",
+    },
+    replicationPasswordFile: {
+      flag: "replication-password-file",
+      env: "PGCTLD_REPLICATION_PASSWORD_FILE",
+      description: "file holding the replication role's password (default: none)",
+    },
     logLevel: {
       flag: "log-level",
       env: "PGCTLD_LOG_LEVEL",
@@ -89,4 +103,28 @@ export function resolvePaths(config: PgctldConfig): { socketDir: string; logFile
     socketDir: config.socketDir ?? `${parent}/run`,
     logFile: config.logFile ?? `${parent}/log/postgres.log`,
   };
+}
+
+/**
+ * Reads the replication password from `path`: the file's content without its trailing line
+ * break. Throws a F0000 error naming the file when it cannot be read or holds no password.
+ */
+export async function readPasswordFile(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    throw new TesseraError(
+      SqlState.configFileError,
+      `--replication-password-file: cannot read '${path}': ${(err as Error).message}`,
+    );
+  }
+  const password = text.replace(/\r?\n$/, "");
+  if (password === "" || /[\n\r\0]/.test(password)) {
+    throw new TesseraError(
+      SqlState.configFileError,
+      `--replication-password-file: '${path}' must hold one non-empty line`,
+    );
+  }
+  return password;
 }

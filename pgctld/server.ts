@@ -10,7 +10,7 @@ import { createStatusApp, serveComponent, type ServedComponent } from "../shared
 import { Logger, type LogSink } from "../shared/log/mod.ts";
 import { findPgBindir } from "../shared/pgbin/mod.ts";
 import { createRpcHandler } from "../shared/rpc/mod.ts";
-import { type PgctldConfig, resolvePaths } from "./config.ts";
+import { type PgctldConfig, readPasswordFile, resolvePaths } from "./config.ts";
 import { PostgresInstance } from "./postgres/instance.ts";
 import { lookupOsUser, type OsUser } from "./postgres/os_user.ts";
 import { PGCTLD_VERSION, registerPgctldService } from "./service.ts";
@@ -50,6 +50,9 @@ export async function startPgctld(
   });
   const bindir = findPgBindir({ bindir: config.pgBindir });
   const { socketDir, logFile } = resolvePaths(config);
+  const replicationPassword = config.replicationPasswordFile !== undefined
+    ? await readPasswordFile(config.replicationPasswordFile)
+    : undefined;
   const instance = new PostgresInstance({
     bindir,
     dataDir: config.dataDir,
@@ -58,6 +61,8 @@ export async function startPgctld(
     port: config.pgPort,
     listenAddress: config.pgListenAddress,
     osUser: osUserFor(config, Deno.uid()),
+    replicationUser: config.replicationUser,
+    replicationPassword,
     logger,
   });
   const app = createStatusApp({
@@ -74,6 +79,12 @@ export async function startPgctld(
     rpc,
     logger,
   });
-  logger.info("pgctld serving", { url: server.url, bindir, dataDir: config.dataDir });
+  logger.info("pgctld serving", {
+    url: server.url,
+    bindir,
+    dataDir: config.dataDir,
+    replicationUser: config.replicationUser,
+    replicationPasswordFile: config.replicationPasswordFile,
+  });
   return { instance, server, shutdown: () => server.shutdown() };
 }

@@ -20,6 +20,7 @@ import type {
   PostgresInstance,
   StopMode as InstanceStopMode,
 } from "./postgres/instance.ts";
+import { validateReplicationSource } from "./postgres/conninfo.ts";
 
 /** Version of pgctld reported by the Version RPC. */
 export const PGCTLD_VERSION = "0.1.0";
@@ -100,6 +101,22 @@ export function registerPgctldService(
     },
     async status() {
       return { status: toStatus(await instance.status()) };
+    },
+    async initReplica(req) {
+      const status = await instance.initReplica({
+        source: validateReplicationSource(req),
+        replaceExisting: req.replaceExisting,
+        waitSeconds: waitSeconds(req.waitSeconds),
+      });
+      return { status: toStatus(status) };
+    },
+    async setReplicationSource(req) {
+      return {
+        status: toStatus(await instance.setReplicationSource(validateReplicationSource(req))),
+      };
+    },
+    async promote(req) {
+      return { status: toStatus(await instance.promote(waitSeconds(req.waitSeconds))) };
     },
     async version() {
       return {

@@ -47,6 +47,7 @@ export const poolerConfigSchema = z.object({
   shard: z.string().default(""),
   type: z.enum(["primary", "replica", "rdonly", "unknown"]).default("unknown"),
   tags: z.array(z.string().min(1)).default([]),
+  pgctldAddress: hostPortSchema.optional(),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 }).superRefine((c, ctx) => {
   if (c.postgresSocketDir === undefined && c.postgresHost === undefined) {
@@ -215,6 +216,12 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       description: "primary, replica, rdonly (default unknown: read from Postgres)",
     },
     tags: { flag: "tag", env: "POOLER_TAGS", multiple: true, description: "tag, repeatable" },
+    pgctldAddress: {
+      flag: "pgctld-address",
+      env: "POOLER_PGCTLD_ADDRESS",
+      description:
+        "HOST:PORT of the pgctld owning this Postgres (enables init, replication, promote)",
+    },
     logLevel: {
       flag: "log-level",
       env: "POOLER_LOG_LEVEL",

@@ -18,6 +18,7 @@ import { splitHostPort } from "../shared/config/mod.ts";
 import { loadUsersFile, poolerAuth, type VerifierLookup } from "./control/users.ts";
 import { PostgresProbe } from "./control/postgres_probe.ts";
 import { type PoolerIdentity, registerPoolerService } from "./control/service.ts";
+import { InstanceManager, registerManagerService } from "./control/manager.ts";
 import { type PoolerServer, startPooler } from "./server.ts";
 
 /** Version reported in `/status`. */
@@ -110,6 +111,12 @@ export async function runPooler(
       password: config.postgresPassword,
     }, logger);
     cleanups.push(() => probe.close());
+    const manager = new InstanceManager({
+      alias: config.alias,
+      pgctldAddress: config.pgctldAddress,
+      probe,
+      logger,
+    });
     const identity: PoolerIdentity = {
       alias: config.alias,
       cell: topo !== undefined ? config.cell : "",
@@ -126,11 +133,15 @@ export async function runPooler(
       status: async () => ({
         identity,
         postgres: await probe.probe(),
+        managed: manager.managed,
         ...pooler.stats(),
       }),
     });
     const rpc = createRpcHandler(
-      (router) => registerPoolerService(router, pooler, probe, identity),
+      (router) => {
+        registerPoolerService(router, pooler, probe, identity);
+        registerManagerService(router, manager);
+      },
       { logger },
     );
     const http = await serveComponent({ ...splitHostPort(config.httpListen), app, rpc, logger });
@@ -139,7 +150,7 @@ export async function runPooler(
     if (topo !== undefined) {
       const registration = new TopoRegistration<PoolerRecord>({
         store: async () => (await topo.cell(config.cell)).poolers,
-        record: () => poolerRecord(config, pooler, probe),
+        record: () => poolerRecord(config, pooler, probe, manager),
         ttlSeconds: config.leaseTtl,
         intervalMs: ROLE_CHECK_MS,
         logger,
@@ -169,8 +180,9 @@ async function poolerRecord(
   config: PoolerConfig,
   pooler: PoolerServer,
   probe: PostgresProbe,
+  manager: InstanceManager,
 ): Promise<PoolerRecord> {
-  const pg = await probe.probe();
+  const [pg, postgresAddress] = await Promise.all([probe.probe(), manager.postgresAddress()]);
   const type = config.type !== "unknown" ? config.type : pg.role;
   const tcp = pooler.addresses.find((a): a is Deno.NetAddr => "hostname" in a);
   return {
@@ -183,5 +195,6 @@ async function poolerRecord(
     pgAddress: tcp !== undefined ? `${tcp.hostname}:${tcp.port}` : config.listen[0]!,
     rpcAddress: config.httpListen,
     hostname: osHostname(),
+    ...(postgresAddress !== undefined ? { postgresAddress } : {}),
   };
 }

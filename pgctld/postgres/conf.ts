@@ -26,7 +26,14 @@ export const RESERVED_SETTINGS: ReadonlySet<string> = new Set([
   "include",
   "include_if_exists",
   "include_dir",
+  "primary_conninfo",
+  "password_encryption",
 ]);
+
+const RESERVED_HINTS: Readonly<Record<string, string>> = {
+  primary_conninfo: "use pgctld's InitReplica, SetReplicationSource and Promote RPCs",
+  password_encryption: "pgctld keeps it at scram-sha-256",
+};
 
 const NAME_PATTERN = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/;
 
@@ -53,7 +60,10 @@ export function validateSettingName(name: string): void {
     throw new TesseraError(
       SqlState.invalidParameterValue,
       `setting '${name}' is managed by pgctld and cannot be changed by request`,
-      { hint: "use pgctld's flags (--pg-port, --socket-dir, --pg-listen-address)" },
+      {
+        hint: RESERVED_HINTS[lower] ??
+          "use pgctld's flags (--pg-port, --socket-dir, --pg-listen-address)",
+      },
     );
   }
   if (/[\n\r\0]/.test(name)) {
@@ -121,4 +131,34 @@ export async function ensureIncludeLine(dataDir: string): Promise<void> {
   await Deno.writeTextFile(path, `${text.endsWith("\n") ? "" : "\n"}${INCLUDE_LINE}\n`, {
     append: true,
   });
+}
+
+/**
+ * Removes the lines setting any of `names` from a Postgres configuration file such as
+ * `postgresql.auto.conf` (which a base backup copies from the primary and which Postgres reads
+ * after `tessera.conf`). Other lines stay as they are; a missing file is left missing.
+ */
+export async function removeSettingLines(
+  path: string,
+  names: ReadonlySet<string>,
+): Promise<string[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+  const removed: string[] = [];
+  const kept = text.split("\n").filter((line) => {
+    const match = /^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=|\s)/.exec(line);
+    const name = match?.[1]?.toLowerCase();
+    if (name !== undefined && names.has(name)) {
+      removed.push(name);
+      return false;
+    }
+    return true;
+  });
+  if (removed.length > 0) await Deno.writeTextFile(path, kept.join("\n"));
+  return removed;
 }

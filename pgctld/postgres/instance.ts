@@ -10,7 +10,22 @@ import { dirname } from "node:path";
 import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
 import type { Logger } from "../../shared/log/mod.ts";
 import { pgVersion } from "../../shared/pgbin/mod.ts";
-import { ensureIncludeLine, readConf, validateSettingName, writeConf } from "./conf.ts";
+import { createScramVerifier } from "../../shared/wire/mod.ts";
+import { basebackupArgs, basebackupError } from "./basebackup.ts";
+import {
+  ensureIncludeLine,
+  readConf,
+  removeSettingLines,
+  RESERVED_SETTINGS,
+  validateSettingName,
+  writeConf,
+} from "./conf.ts";
+import {
+  primaryConninfo,
+  renderPgpass,
+  type ReplicationSource,
+  sourceFromConninfo,
+} from "./conninfo.ts";
 import { assertTraversable, makeOwnedDir, type OsUser } from "./os_user.ts";
 import {
   checkSetting,
@@ -41,6 +56,13 @@ export interface InstanceOptions {
   listenAddress: string;
   /** OS user that runs Postgres; required when pgctld runs as root. */
   osUser?: OsUser | undefined;
+  /** Role that replicas stream as; `tessera_repl` when not given. */
+  replicationUser?: string | undefined;
+  /**
+   * The replication role's password. When given, InitDataDir creates the role and replicas
+   * authenticate with it; when not, no role is created and replicas connect without a password.
+   */
+  replicationPassword?: string | undefined;
   /** Logger for lifecycle events. */
   logger: Logger;
 }
@@ -68,6 +90,24 @@ export interface InstanceStatus {
   inRecovery: boolean;
   /** TCP listen addresses; empty when Unix socket only. */
   listenAddress: string;
+  /** Whether standby.signal exists: the instance is, or will start as, a streaming replica. */
+  standby: boolean;
+  /** Host of the primary in the managed `primary_conninfo`; empty when none. */
+  primaryHost: string;
+  /** Port of the primary in the managed `primary_conninfo`; 0 when none. */
+  primaryPort: number;
+  /** `application_name` in the managed `primary_conninfo`; empty when none. */
+  applicationName: string;
+}
+
+/** Options of {@linkcode PostgresInstance.initReplica}. */
+export interface InitReplicaOptions {
+  /** The primary to copy and stream from. */
+  source: ReplicationSource;
+  /** Stop a running Postgres and remove the data directory's content first. */
+  replaceExisting?: boolean | undefined;
+  /** Seconds to wait for the base backup; 3600 when 0 or not given. */
+  waitSeconds?: number | undefined;
 }
 
 /** Options of {@linkcode PostgresInstance.init}. */
@@ -84,9 +124,22 @@ interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
+  timedOut: boolean;
+}
+
+interface RunOptions {
+  /** Text written to the child's stdin, which is then closed. */
+  stdin?: string;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Kill the child after this many milliseconds. */
+  timeoutMs?: number;
 }
 
 const DEFAULT_WAIT_SECONDS = 60;
+const DEFAULT_BASEBACKUP_WAIT_SECONDS = 3600;
+const DEFAULT_REPLICATION_USER = "tessera_repl";
+const STANDBY_SIGNAL = "standby.signal";
 const decoder = new TextDecoder();
 
 /** Manages one Postgres instance. Operations are serialised: one runs at a time. */
@@ -114,30 +167,80 @@ export class PostgresInstance {
     return next;
   }
 
-  async #run(binary: string, args: string[]): Promise<RunResult> {
+  async #run(binary: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
     const user = this.#opts.osUser;
     const env: Record<string, string> = {
       PATH: `${this.#opts.bindir}:/usr/bin:/bin`,
       LC_ALL: "C",
       LANG: "C",
       HOME: user?.home ?? Deno.env.get("HOME") ?? "/",
+      ...options.env,
     };
+    const timeout = options.timeoutMs !== undefined
+      ? AbortSignal.timeout(options.timeoutMs)
+      : undefined;
     const command = new Deno.Command(`${this.#opts.bindir}/${binary}`, {
       args,
       cwd: "/",
       clearEnv: true,
       env,
-      stdin: "null",
+      stdin: options.stdin !== undefined ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
+      ...(timeout !== undefined ? { signal: timeout } : {}),
       ...(user !== undefined ? { uid: user.uid, gid: user.gid } : {}),
     });
-    const out = await command.output();
+    const child = command.spawn();
+    if (options.stdin !== undefined) {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(options.stdin)).catch(() => undefined);
+      await writer.close().catch(() => undefined);
+    }
+    const out = await child.output();
     return {
       code: out.code,
       stdout: decoder.decode(out.stdout),
       stderr: decoder.decode(out.stderr),
+      timedOut: timeout?.aborted ?? false,
     };
+  }
+
+  get #replicationUser(): string {
+    return this.#opts.replicationUser || DEFAULT_REPLICATION_USER;
+  }
+
+  /** Path of the password file for replication connections: beside the socket, not in PGDATA. */
+  get #pgpassPath(): string {
+    return `${this.#opts.socketDir}/.tessera-repl-${this.#opts.port}.pgpass`;
+  }
+
+  /**
+   * Writes the replication password file (mode 0600, owned by the OS user) when a password is
+   * configured; returns its path, or undefined when there is no password.
+   */
+  async #writePgpass(): Promise<string | undefined> {
+    const o = this.#opts;
+    if (o.replicationPassword === undefined) return undefined;
+    makeOwnedDir(o.socketDir, 0o755, o.osUser);
+    const path = this.#pgpassPath;
+    const tmp = `${path}.tmp`;
+    await Deno.writeTextFile(tmp, renderPgpass(this.#replicationUser, o.replicationPassword), {
+      mode: 0o600,
+    });
+    await Deno.chmod(tmp, 0o600);
+    if (o.osUser !== undefined) await Deno.chown(tmp, o.osUser.uid, o.osUser.gid);
+    await Deno.rename(tmp, path);
+    return path;
+  }
+
+  async #emptyDataDir(): Promise<void> {
+    for (const entry of Deno.readDirSync(this.#opts.dataDir)) {
+      await Deno.remove(`${this.#opts.dataDir}/${entry.name}`, { recursive: true });
+    }
+  }
+
+  async #isInRecovery(): Promise<boolean> {
+    return (await this.#controlState()) === "in archive recovery";
   }
 
   async #logTail(lines = 15): Promise<string> {
@@ -204,11 +307,15 @@ export class PostgresInstance {
     const pid = initialized ? await this.#pid() : 0;
     let inRecovery = false;
     if (pid !== 0) {
-      inRecovery = (await this.#controlState()) === "in archive recovery";
+      inRecovery = await this.#isInRecovery();
     } else if (initialized) {
-      inRecovery = (await this.#exists(`${o.dataDir}/standby.signal`)) ||
+      inRecovery = (await this.#exists(`${o.dataDir}/${STANDBY_SIGNAL}`)) ||
         (await this.#exists(`${o.dataDir}/recovery.signal`));
     }
+    const standby = initialized && (await this.#exists(`${o.dataDir}/${STANDBY_SIGNAL}`));
+    const source = initialized
+      ? sourceFromConninfo((await readConf(o.dataDir)).primary_conninfo)
+      : undefined;
     return {
       initialized,
       running: pid !== 0,
@@ -219,6 +326,10 @@ export class PostgresInstance {
       serverVersion: await this.version(),
       inRecovery,
       listenAddress: o.listenAddress,
+      standby,
+      primaryHost: source?.host ?? "",
+      primaryPort: source?.port ?? 0,
+      applicationName: source?.applicationName ?? "",
     };
   }
 
@@ -299,17 +410,69 @@ export class PostgresInstance {
     }
     if (res.code !== 0) {
       // Leave the directory as we found it: empty, so a corrected retry can run.
-      for (const entry of Deno.readDirSync(o.dataDir)) {
-        Deno.removeSync(`${o.dataDir}/${entry.name}`, { recursive: true });
-      }
+      await this.#emptyDataDir();
       throw new TesseraError(SqlState.systemError, "initdb failed", {
         detail: (res.stderr || res.stdout).trim(),
       });
     }
     await ensureIncludeLine(o.dataDir);
     await writeConf(o.dataDir, this.#managedSettings({}), o.osUser);
-    this.#log.info("data directory initialized", { auth, superuser });
+    if (o.replicationPassword !== undefined) {
+      try {
+        await this.#createReplicationRole(o.replicationPassword);
+      } catch (err) {
+        await this.#emptyDataDir();
+        throw err;
+      }
+    }
+    this.#log.info("data directory initialized", {
+      auth,
+      superuser,
+      replicationUser: o.replicationPassword !== undefined ? this.#replicationUser : undefined,
+    });
     return { dataDir: o.dataDir, serverVersion: await this.version() };
+  }
+
+  /**
+   * Creates the replication role in the stopped, new cluster through a single-user backend, with
+   * the password given as a SCRAM verifier so the plain text reaches neither Postgres nor a log;
+   * then lets replicas on any host stream as that role over SCRAM.
+   */
+  async #createReplicationRole(password: string): Promise<void> {
+    const o = this.#opts;
+    const user = this.#replicationUser;
+    const verifier = await createScramVerifier(password);
+    const sql = `CREATE ROLE "${user}" WITH LOGIN REPLICATION PASSWORD '${verifier}';\n`;
+    const res = await this.#run("postgres", [
+      "--single",
+      "-D",
+      o.dataDir,
+      "-c",
+      "password_encryption=scram-sha-256",
+      "-c",
+      "log_statement=none",
+      "postgres",
+    ], { stdin: sql });
+    const errorLine = /\b(ERROR|FATAL|PANIC): .*$/m.exec(res.stderr + "\n" + res.stdout);
+    if (res.code !== 0 || errorLine !== null) {
+      throw new TesseraError(
+        SqlState.systemError,
+        `could not create the replication role '${user}'`,
+        { detail: (errorLine?.[0] ?? res.stderr).replaceAll(verifier, "<verifier>").trim() },
+      );
+    }
+    const hba = `${o.dataDir}/pg_hba.conf`;
+    const text = await Deno.readTextFile(hba);
+    await Deno.writeTextFile(
+      hba,
+      `${
+        text.endsWith("\n") ? "" : "\n"
+      }\n# Added by Tessera pgctld: replicas on any host stream ` +
+        `as the replication role.\n` +
+        `host    replication     ${user}    0.0.0.0/0    scram-sha-256\n` +
+        `host    replication     ${user}    ::/0         scram-sha-256\n`,
+      { append: true },
+    );
   }
 
   #managedSettings(settings: Record<string, string>): Record<string, string> {
@@ -319,6 +482,7 @@ export class PostgresInstance {
       port: String(o.port),
       unix_socket_directories: o.socketDir,
       listen_addresses: o.listenAddress,
+      password_encryption: "scram-sha-256",
     };
   }
 
@@ -411,6 +575,8 @@ export class PostgresInstance {
   ): Promise<void> {
     const o = this.#opts;
     makeOwnedDir(o.socketDir, 0o755, o.osUser);
+    // The run folder may have been emptied (a tmpfs after a reboot): the walreceiver needs it.
+    if (after.primary_conninfo !== undefined) await this.#writePgpass();
     await writeConf(o.dataDir, after, o.osUser);
     const res = await this.#run("pg_ctl", [
       "start",
@@ -500,16 +666,194 @@ export class PostgresInstance {
       const pendingRestart = Object.keys(settings).map((n) => n.toLowerCase()).filter((name) =>
         before[name] !== after[name] && needsRestart(catalog, name)
       ).sort();
-      if ((await this.#pid()) !== 0) {
-        const res = await this.#run("pg_ctl", ["reload", "-D", this.#opts.dataDir, "-s"]);
-        if (res.code !== 0) {
-          throw new TesseraError(SqlState.systemError, "postgres did not reload", {
-            detail: (res.stderr || res.stdout).trim(),
-          });
-        }
-      }
+      if ((await this.#pid()) !== 0) await this.#signalReload();
       this.#log.info("configuration reloaded", { changed: Object.keys(settings), pendingRestart });
       return { pendingRestart };
+    });
+  }
+
+  async #signalReload(): Promise<void> {
+    const res = await this.#run("pg_ctl", ["reload", "-D", this.#opts.dataDir, "-s"]);
+    if (res.code !== 0) {
+      throw new TesseraError(SqlState.systemError, "postgres did not reload", {
+        detail: (res.stderr || res.stdout).trim(),
+      });
+    }
+  }
+
+  async #writeStandbySignal(): Promise<void> {
+    const o = this.#opts;
+    const path = `${o.dataDir}/${STANDBY_SIGNAL}`;
+    await Deno.writeTextFile(path, "", { mode: 0o600 });
+    if (o.osUser !== undefined) await Deno.chown(path, o.osUser.uid, o.osUser.gid);
+  }
+
+  /** Writes `primary_conninfo` for `source` into the include file, keeping the other settings. */
+  async #writeSource(source: ReplicationSource, base?: Record<string, string>): Promise<void> {
+    const o = this.#opts;
+    const passfile = await this.#writePgpass();
+    const settings = { ...(base ?? await readConf(o.dataDir)) };
+    settings.primary_conninfo = primaryConninfo(source, this.#replicationUser, passfile);
+    await writeConf(o.dataDir, this.#managedSettings(settings), o.osUser);
+  }
+
+  /**
+   * Makes this instance a streaming replica of `source` from a base backup (`pg_basebackup`),
+   * with standby.signal and `primary_conninfo` in place. Postgres is left stopped.
+   */
+  initReplica(options: InitReplicaOptions): Promise<InstanceStatus> {
+    return this.#serial(() => this.#initReplica(options));
+  }
+
+  async #initReplica(options: InitReplicaOptions): Promise<InstanceStatus> {
+    const o = this.#opts;
+    const { source } = options;
+    const replace = options.replaceExisting ?? false;
+    const pid = await this.#pid();
+    if (pid !== 0) {
+      if (!replace) {
+        throw new TesseraError(
+          SqlState.objectNotInPrerequisiteState,
+          `postgres is running (pid ${pid})`,
+          { hint: "stop it first, or set replace_existing to stop it and replace its data" },
+        );
+      }
+      await this.#stop("fast", 0);
+    }
+    if (!replace && (await this.isInitialized())) {
+      throw new TesseraError(
+        SqlState.duplicateFile,
+        `data directory '${o.dataDir}' is already initialized`,
+        { hint: "set replace_existing to replace it with a base backup" },
+      );
+    }
+    let entries: string[] = [];
+    try {
+      entries = [...Deno.readDirSync(o.dataDir)].map((e) => e.name);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    if (entries.length > 0 && !replace) {
+      throw new TesseraError(
+        SqlState.objectNotInPrerequisiteState,
+        `data directory '${o.dataDir}' is not empty`,
+        { detail: `it holds ${entries.slice(0, 5).map((e) => `'${e}'`).join(", ")}` },
+      );
+    }
+    if (o.osUser !== undefined) {
+      assertTraversable(o.dataDir, o.osUser);
+      assertTraversable(o.socketDir, o.osUser);
+      assertTraversable(o.logFile, o.osUser);
+    }
+    makeOwnedDir(o.dataDir, 0o700, o.osUser);
+    makeOwnedDir(o.socketDir, 0o755, o.osUser);
+    makeOwnedDir(dirname(o.logFile), 0o755, o.osUser);
+    if (entries.length > 0) {
+      await this.#emptyDataDir();
+      this.#log.warn("data directory content removed for a base backup", { removed: entries });
+    }
+
+    const passfile = await this.#writePgpass();
+    const waitSeconds = options.waitSeconds || DEFAULT_BASEBACKUP_WAIT_SECONDS;
+    this.#log.info("base backup starting", { primary: `${source.host}:${source.port}` });
+    const res = await this.#run(
+      "pg_basebackup",
+      basebackupArgs(source, this.#replicationUser, o.dataDir),
+      {
+        env: {
+          PGCONNECT_TIMEOUT: "10",
+          ...(passfile !== undefined ? { PGPASSFILE: passfile } : {}),
+        },
+        timeoutMs: waitSeconds * 1000,
+      },
+    );
+    if (res.code !== 0 || res.timedOut) {
+      await this.#emptyDataDir();
+      throw basebackupError(source, res);
+    }
+
+    // The backup holds the primary's tessera.conf: keep its tuning (a hot standby needs
+    // max_connections and friends at least as high as the primary's) but not what pgctld
+    // manages per instance, which is rewritten for this one.
+    const inherited = await readConf(o.dataDir);
+    for (const name of RESERVED_SETTINGS) delete inherited[name];
+    await ensureIncludeLine(o.dataDir);
+    await this.#writeSource(source, inherited);
+    // postgresql.auto.conf is read after tessera.conf: nothing in it may override a managed setting.
+    const removed = await removeSettingLines(
+      `${o.dataDir}/postgresql.auto.conf`,
+      RESERVED_SETTINGS,
+    );
+    await this.#writeStandbySignal();
+    this.#log.info("replica initialized", {
+      primary: `${source.host}:${source.port}`,
+      applicationName: source.applicationName,
+      ...(removed.length > 0 ? { removedFromAutoConf: removed } : {}),
+    });
+    return this.#status();
+  }
+
+  /**
+   * Points this replica at `source`: writes `primary_conninfo`, ensures standby.signal and, when
+   * Postgres runs, reloads it. A running primary is refused: repointing it needs a rewind.
+   */
+  setReplicationSource(source: ReplicationSource): Promise<InstanceStatus> {
+    return this.#serial(async () => {
+      await this.#assertInitialized();
+      const pid = await this.#pid();
+      if (pid !== 0 && !(await this.#isInRecovery())) {
+        throw new TesseraError(
+          SqlState.objectNotInPrerequisiteState,
+          "postgres is running as a primary (not in recovery): it cannot be repointed",
+          { hint: "a former primary must be rewound or re-created with InitReplica" },
+        );
+      }
+      await this.#writeSource(source);
+      await this.#writeStandbySignal();
+      if (pid !== 0) await this.#signalReload();
+      this.#log.info("replication source set", {
+        primary: `${source.host}:${source.port}`,
+        applicationName: source.applicationName,
+      });
+      return this.#status();
+    });
+  }
+
+  /** Promotes the running replica (`pg_ctl promote -w`) and drops its `primary_conninfo`. */
+  promote(waitSeconds = 0): Promise<InstanceStatus> {
+    return this.#serial(async () => {
+      await this.#assertInitialized();
+      if ((await this.#pid()) === 0) {
+        throw new TesseraError(SqlState.objectNotInPrerequisiteState, "postgres is not running");
+      }
+      if (!(await this.#isInRecovery())) {
+        throw new TesseraError(
+          SqlState.objectNotInPrerequisiteState,
+          "postgres is not in recovery: it is already a primary",
+        );
+      }
+      const o = this.#opts;
+      const res = await this.#run("pg_ctl", [
+        "promote",
+        "-D",
+        o.dataDir,
+        "-w",
+        "-t",
+        String(waitSeconds || DEFAULT_WAIT_SECONDS),
+        "-s",
+      ]);
+      if (res.code !== 0) {
+        throw new TesseraError(SqlState.systemError, "postgres did not promote", {
+          detail: [(res.stderr || res.stdout).trim(), await this.#logTail()].filter((s) => s !== "")
+            .join("\n"),
+        });
+      }
+      const settings = await readConf(o.dataDir);
+      delete settings.primary_conninfo;
+      await writeConf(o.dataDir, this.#managedSettings(settings), o.osUser);
+      await this.#signalReload();
+      this.#log.info("postgres promoted");
+      return this.#status();
     });
   }
 }

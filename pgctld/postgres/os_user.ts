@@ -4,6 +4,7 @@
  * @module
  */
 
+import { dirname } from "node:path";
 import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
 
 /** An OS account that Postgres runs as. */
@@ -81,8 +82,12 @@ export function assertTraversable(path: string, user: OsUser): void {
   }
 }
 
-/** Creates `path` (and parents) with `mode` and gives it to `user` when given. */
+/**
+ * Creates `path` with `mode` and gives it to `user` when given. Missing parents are created with
+ * mode 0755, so that `user` can traverse them (a recursive mkdir would give them `mode` too).
+ */
 export function makeOwnedDir(path: string, mode: number, user: OsUser | undefined): void {
+  Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   Deno.mkdirSync(path, { recursive: true, mode });
   Deno.chmodSync(path, mode);
   if (user !== undefined) Deno.chownSync(path, user.uid, user.gid);

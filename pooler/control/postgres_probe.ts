@@ -74,21 +74,39 @@ export class PostgresProbe {
     return this.#last;
   }
 
+  async #connect(): Promise<PgClient> {
+    return this.#client ??= await PgClient.connect({
+      ...(this.#target.socketDir !== undefined
+        ? { socketDir: this.#target.socketDir }
+        : { host: this.#target.host ?? "127.0.0.1" }),
+      port: this.#target.port,
+      user: this.#target.user,
+      database: "postgres",
+      applicationName: "tessera-pooler-probe",
+      connectTimeoutMs: 5000,
+      ...(this.#target.password !== undefined ? { password: this.#target.password } : {}),
+    });
+  }
+
+  /**
+   * Runs `sql` (one statement) on the control connection and returns its rows as text; throws a
+   * TesseraError when Postgres cannot be reached or refuses. A broken connection is reopened on
+   * the next call.
+   */
+  async query(sql: string): Promise<(string | null)[][]> {
+    try {
+      const [result] = await (await this.#connect()).query(sql);
+      return result?.rows ?? [];
+    } catch (err) {
+      if (this.#client?.closed !== false) this.close();
+      throw err;
+    }
+  }
+
   /** Queries Postgres now and returns its state; never throws. */
   async probe(): Promise<PostgresProbeState> {
     try {
-      this.#client ??= await PgClient.connect({
-        ...(this.#target.socketDir !== undefined
-          ? { socketDir: this.#target.socketDir }
-          : { host: this.#target.host ?? "127.0.0.1" }),
-        port: this.#target.port,
-        user: this.#target.user,
-        database: "postgres",
-        applicationName: "tessera-pooler-probe",
-        connectTimeoutMs: 5000,
-        ...(this.#target.password !== undefined ? { password: this.#target.password } : {}),
-      });
-      const [result] = await this.#client.query(PROBE_SQL);
+      const [result] = await (await this.#connect()).query(PROBE_SQL);
       const row = result?.rows[0];
       if (row === undefined) throw new Error("the probe query returned no row");
       const inRecovery = row[0] === "t";

@@ -30,7 +30,8 @@ export interface PoolerIdentity {
   type: string;
 }
 
-function postgresState(p: PostgresProbeState): MessageInitShape<typeof PostgresStateSchema> {
+/** The protobuf form of a probe's state. */
+export function postgresState(p: PostgresProbeState): MessageInitShape<typeof PostgresStateSchema> {
   return {
     reachable: p.reachable,
     role: p.role === "primary"

@@ -92,6 +92,8 @@ export type DatabaseRecord = z.infer<typeof DatabaseRecordSchema>;
 export const KeyspaceRecordSchema = z.object({
   name: NameSchema,
   sharded: z.boolean(),
+  /** The database (`databases/<db>`) whose durability policy applies; the keyspace's name when absent. */
+  database: NameSchema.optional(),
 });
 /** A keyspace record. */
 export type KeyspaceRecord = z.infer<typeof KeyspaceRecordSchema>;
@@ -161,6 +163,11 @@ export const PoolerRecordSchema = z.object({
   pgAddress: PgAddressSchema,
   rpcAddress: HostPortSchema,
   hostname: z.string().min(1).optional(),
+  /**
+   * Where Postgres itself accepts TCP connections (for replicas streaming from it); absent when
+   * the pooler does not know (no pgctld, or Postgres listens on a Unix socket only).
+   */
+  postgresAddress: HostPortSchema.optional(),
 });
 /** A pooler record. */
 export type PoolerRecord = z.infer<typeof PoolerRecordSchema>;

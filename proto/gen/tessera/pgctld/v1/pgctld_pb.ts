@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tessera/pgctld/v1/pgctld.proto.
  */
 export const file_tessera_pgctld_v1_pgctld: GenFile = /*@__PURE__*/
-  fileDesc("Ch50ZXNzZXJhL3BnY3RsZC92MS9wZ2N0bGQucHJvdG8SEXRlc3NlcmEucGdjdGxkLnYxIncKEkluaXREYXRhRGlyUmVxdWVzdBIyCgthdXRoX21ldGhvZBgBIAEoDjIdLnRlc3NlcmEucGdjdGxkLnYxLkF1dGhNZXRob2QSEQoJc3VwZXJ1c2VyGAIgASgJEhoKEnN1cGVydXNlcl9wYXNzd29yZBgDIAEoCSI/ChNJbml0RGF0YURpclJlc3BvbnNlEhAKCGRhdGFfZGlyGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJIpYBCgxTdGFydFJlcXVlc3QSPwoIc2V0dGluZ3MYASADKAsyLS50ZXNzZXJhLnBnY3RsZC52MS5TdGFydFJlcXVlc3QuU2V0dGluZ3NFbnRyeRIUCgx3YWl0X3NlY29uZHMYAiABKAUaLwoNU2V0dGluZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjoKDVN0YXJ0UmVzcG9uc2USKQoGc3RhdHVzGAEgASgLMhkudGVzc2VyYS5wZ2N0bGQudjEuU3RhdHVzIk4KC1N0b3BSZXF1ZXN0EikKBG1vZGUYASABKA4yGy50ZXNzZXJhLnBnY3RsZC52MS5TdG9wTW9kZRIUCgx3YWl0X3NlY29uZHMYAiABKAUiOQoMU3RvcFJlc3BvbnNlEikKBnN0YXR1cxgBIAEoCzIZLnRlc3NlcmEucGdjdGxkLnYxLlN0YXR1cyLFAQoOUmVzdGFydFJlcXVlc3QSKQoEbW9kZRgBIAEoDjIbLnRlc3NlcmEucGdjdGxkLnYxLlN0b3BNb2RlEkEKCHNldHRpbmdzGAIgAygLMi8udGVzc2VyYS5wZ2N0bGQudjEuUmVzdGFydFJlcXVlc3QuU2V0dGluZ3NFbnRyeRIUCgx3YWl0X3NlY29uZHMYAyABKAUaLwoNU2V0dGluZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjwKD1Jlc3RhcnRSZXNwb25zZRIpCgZzdGF0dXMYASABKAsyGS50ZXNzZXJhLnBnY3RsZC52MS5TdGF0dXMijgEKE1JlbG9hZENvbmZpZ1JlcXVlc3QSRgoIc2V0dGluZ3MYASADKAsyNC50ZXNzZXJhLnBnY3RsZC52MS5SZWxvYWRDb25maWdSZXF1ZXN0LlNldHRpbmdzRW50cnkaLwoNU2V0dGluZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi8KFFJlbG9hZENvbmZpZ1Jlc3BvbnNlEhcKD3BlbmRpbmdfcmVzdGFydBgBIAMoCSIPCg1TdGF0dXNSZXF1ZXN0IrQBCgZTdGF0dXMSEwoLaW5pdGlhbGl6ZWQYASABKAgSDwoHcnVubmluZxgCIAEoCBILCgNwaWQYAyABKAUSDAoEcG9ydBgEIAEoBRISCgpzb2NrZXRfZGlyGAUgASgJEhAKCGRhdGFfZGlyGAYgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAcgASgJEhMKC2luX3JlY292ZXJ5GAggASgIEhYKDmxpc3Rlbl9hZGRyZXNzGAkgASgJIjsKDlN0YXR1c1Jlc3BvbnNlEikKBnN0YXR1cxgBIAEoCzIZLnRlc3NlcmEucGdjdGxkLnYxLlN0YXR1cyIQCg5WZXJzaW9uUmVxdWVzdCJTCg9WZXJzaW9uUmVzcG9uc2USFgoOcGdjdGxkX3ZlcnNpb24YASABKAkSGAoQcG9zdGdyZXNfdmVyc2lvbhgCIAEoCRIOCgZiaW5kaXIYAyABKAkqhgEKCkF1dGhNZXRob2QSGwoXQVVUSF9NRVRIT0RfVU5TUEVDSUZJRUQQABIVChFBVVRIX01FVEhPRF9UUlVTVBABEh0KGUFVVEhfTUVUSE9EX1NDUkFNX1NIQV8yNTYQAhIlCiFBVVRIX01FVEhPRF9MT0NBTF9UUlVTVF9UQ1BfU0NSQU0QAypnCghTdG9wTW9kZRIZChVTVE9QX01PREVfVU5TUEVDSUZJRUQQABITCg9TVE9QX01PREVfU01BUlQQARISCg5TVE9QX01PREVfRkFTVBACEhcKE1NUT1BfTU9ERV9JTU1FRElBVEUQAzLWBAoNUGdjdGxkU2VydmljZRJcCgtJbml0RGF0YURpchIlLnRlc3NlcmEucGdjdGxkLnYxLkluaXREYXRhRGlyUmVxdWVzdBomLnRlc3NlcmEucGdjdGxkLnYxLkluaXREYXRhRGlyUmVzcG9uc2USSgoFU3RhcnQSHy50ZXNzZXJhLnBnY3RsZC52MS5TdGFydFJlcXVlc3QaIC50ZXNzZXJhLnBnY3RsZC52MS5TdGFydFJlc3BvbnNlEkcKBFN0b3ASHi50ZXNzZXJhLnBnY3RsZC52MS5TdG9wUmVxdWVzdBofLnRlc3NlcmEucGdjdGxkLnYxLlN0b3BSZXNwb25zZRJQCgdSZXN0YXJ0EiEudGVzc2VyYS5wZ2N0bGQudjEuUmVzdGFydFJlcXVlc3QaIi50ZXNzZXJhLnBnY3RsZC52MS5SZXN0YXJ0UmVzcG9uc2USXwoMUmVsb2FkQ29uZmlnEiYudGVzc2VyYS5wZ2N0bGQudjEuUmVsb2FkQ29uZmlnUmVxdWVzdBonLnRlc3NlcmEucGdjdGxkLnYxLlJlbG9hZENvbmZpZ1Jlc3BvbnNlEk0KBlN0YXR1cxIgLnRlc3NlcmEucGdjdGxkLnYxLlN0YXR1c1JlcXVlc3QaIS50ZXNzZXJhLnBnY3RsZC52MS5TdGF0dXNSZXNwb25zZRJQCgdWZXJzaW9uEiEudGVzc2VyYS5wZ2N0bGQudjEuVmVyc2lvblJlcXVlc3QaIi50ZXNzZXJhLnBnY3RsZC52MS5WZXJzaW9uUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch50ZXNzZXJhL3BnY3RsZC92MS9wZ2N0bGQucHJvdG8SEXRlc3NlcmEucGdjdGxkLnYxIncKEkluaXREYXRhRGlyUmVxdWVzdBIyCgthdXRoX21ldGhvZBgBIAEoDjIdLnRlc3NlcmEucGdjdGxkLnYxLkF1dGhNZXRob2QSEQoJc3VwZXJ1c2VyGAIgASgJEhoKEnN1cGVydXNlcl9wYXNzd29yZBgDIAEoCSI/ChNJbml0RGF0YURpclJlc3BvbnNlEhAKCGRhdGFfZGlyGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJIpYBCgxTdGFydFJlcXVlc3QSPwoIc2V0dGluZ3MYASADKAsyLS50ZXNzZXJhLnBnY3RsZC52MS5TdGFydFJlcXVlc3QuU2V0dGluZ3NFbnRyeRIUCgx3YWl0X3NlY29uZHMYAiABKAUaLwoNU2V0dGluZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjoKDVN0YXJ0UmVzcG9uc2USKQoGc3RhdHVzGAEgASgLMhkudGVzc2VyYS5wZ2N0bGQudjEuU3RhdHVzIk4KC1N0b3BSZXF1ZXN0EikKBG1vZGUYASABKA4yGy50ZXNzZXJhLnBnY3RsZC52MS5TdG9wTW9kZRIUCgx3YWl0X3NlY29uZHMYAiABKAUiOQoMU3RvcFJlc3BvbnNlEikKBnN0YXR1cxgBIAEoCzIZLnRlc3NlcmEucGdjdGxkLnYxLlN0YXR1cyLFAQoOUmVzdGFydFJlcXVlc3QSKQoEbW9kZRgBIAEoDjIbLnRlc3NlcmEucGdjdGxkLnYxLlN0b3BNb2RlEkEKCHNldHRpbmdzGAIgAygLMi8udGVzc2VyYS5wZ2N0bGQudjEuUmVzdGFydFJlcXVlc3QuU2V0dGluZ3NFbnRyeRIUCgx3YWl0X3NlY29uZHMYAyABKAUaLwoNU2V0dGluZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjwKD1Jlc3RhcnRSZXNwb25zZRIpCgZzdGF0dXMYASABKAsyGS50ZXNzZXJhLnBnY3RsZC52MS5TdGF0dXMijgEKE1JlbG9hZENvbmZpZ1JlcXVlc3QSRgoIc2V0dGluZ3MYASADKAsyNC50ZXNzZXJhLnBnY3RsZC52MS5SZWxvYWRDb25maWdSZXF1ZXN0LlNldHRpbmdzRW50cnkaLwoNU2V0dGluZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi8KFFJlbG9hZENvbmZpZ1Jlc3BvbnNlEhcKD3BlbmRpbmdfcmVzdGFydBgBIAMoCSIPCg1TdGF0dXNSZXF1ZXN0IosCCgZTdGF0dXMSEwoLaW5pdGlhbGl6ZWQYASABKAgSDwoHcnVubmluZxgCIAEoCBILCgNwaWQYAyABKAUSDAoEcG9ydBgEIAEoBRISCgpzb2NrZXRfZGlyGAUgASgJEhAKCGRhdGFfZGlyGAYgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAcgASgJEhMKC2luX3JlY292ZXJ5GAggASgIEhYKDmxpc3Rlbl9hZGRyZXNzGAkgASgJEg8KB3N0YW5kYnkYCiABKAgSFAoMcHJpbWFyeV9ob3N0GAsgASgJEhQKDHByaW1hcnlfcG9ydBgMIAEoBRIYChBhcHBsaWNhdGlvbl9uYW1lGA0gASgJIjsKDlN0YXR1c1Jlc3BvbnNlEikKBnN0YXR1cxgBIAEoCzIZLnRlc3NlcmEucGdjdGxkLnYxLlN0YXR1cyIQCg5WZXJzaW9uUmVxdWVzdCJTCg9WZXJzaW9uUmVzcG9uc2USFgoOcGdjdGxkX3ZlcnNpb24YASABKAkSGAoQcG9zdGdyZXNfdmVyc2lvbhgCIAEoCRIOCgZiaW5kaXIYAyABKAkiigEKEkluaXRSZXBsaWNhUmVxdWVzdBIUCgxwcmltYXJ5X2hvc3QYASABKAkSFAoMcHJpbWFyeV9wb3J0GAIgASgFEhgKEGFwcGxpY2F0aW9uX25hbWUYAyABKAkSGAoQcmVwbGFjZV9leGlzdGluZxgEIAEoCBIUCgx3YWl0X3NlY29uZHMYBSABKAUiQAoTSW5pdFJlcGxpY2FSZXNwb25zZRIpCgZzdGF0dXMYASABKAsyGS50ZXNzZXJhLnBnY3RsZC52MS5TdGF0dXMiYwobU2V0UmVwbGljYXRpb25Tb3VyY2VSZXF1ZXN0EhQKDHByaW1hcnlfaG9zdBgBIAEoCRIUCgxwcmltYXJ5X3BvcnQYAiABKAUSGAoQYXBwbGljYXRpb25fbmFtZRgDIAEoCSJJChxTZXRSZXBsaWNhdGlvblNvdXJjZVJlc3BvbnNlEikKBnN0YXR1cxgBIAEoCzIZLnRlc3NlcmEucGdjdGxkLnYxLlN0YXR1cyImCg5Qcm9tb3RlUmVxdWVzdBIUCgx3YWl0X3NlY29uZHMYASABKAUiPAoPUHJvbW90ZVJlc3BvbnNlEikKBnN0YXR1cxgBIAEoCzIZLnRlc3NlcmEucGdjdGxkLnYxLlN0YXR1cyqGAQoKQXV0aE1ldGhvZBIbChdBVVRIX01FVEhPRF9VTlNQRUNJRklFRBAAEhUKEUFVVEhfTUVUSE9EX1RSVVNUEAESHQoZQVVUSF9NRVRIT0RfU0NSQU1fU0hBXzI1NhACEiUKIUFVVEhfTUVUSE9EX0xPQ0FMX1RSVVNUX1RDUF9TQ1JBTRADKmcKCFN0b3BNb2RlEhkKFVNUT1BfTU9ERV9VTlNQRUNJRklFRBAAEhMKD1NUT1BfTU9ERV9TTUFSVBABEhIKDlNUT1BfTU9ERV9GQVNUEAISFwoTU1RPUF9NT0RFX0lNTUVESUFURRADMv8GCg1QZ2N0bGRTZXJ2aWNlElwKC0luaXREYXRhRGlyEiUudGVzc2VyYS5wZ2N0bGQudjEuSW5pdERhdGFEaXJSZXF1ZXN0GiYudGVzc2VyYS5wZ2N0bGQudjEuSW5pdERhdGFEaXJSZXNwb25zZRJKCgVTdGFydBIfLnRlc3NlcmEucGdjdGxkLnYxLlN0YXJ0UmVxdWVzdBogLnRlc3NlcmEucGdjdGxkLnYxLlN0YXJ0UmVzcG9uc2USRwoEU3RvcBIeLnRlc3NlcmEucGdjdGxkLnYxLlN0b3BSZXF1ZXN0Gh8udGVzc2VyYS5wZ2N0bGQudjEuU3RvcFJlc3BvbnNlElAKB1Jlc3RhcnQSIS50ZXNzZXJhLnBnY3RsZC52MS5SZXN0YXJ0UmVxdWVzdBoiLnRlc3NlcmEucGdjdGxkLnYxLlJlc3RhcnRSZXNwb25zZRJfCgxSZWxvYWRDb25maWcSJi50ZXNzZXJhLnBnY3RsZC52MS5SZWxvYWRDb25maWdSZXF1ZXN0GicudGVzc2VyYS5wZ2N0bGQudjEuUmVsb2FkQ29uZmlnUmVzcG9uc2USTQoGU3RhdHVzEiAudGVzc2VyYS5wZ2N0bGQudjEuU3RhdHVzUmVxdWVzdBohLnRlc3NlcmEucGdjdGxkLnYxLlN0YXR1c1Jlc3BvbnNlElAKB1ZlcnNpb24SIS50ZXNzZXJhLnBnY3RsZC52MS5WZXJzaW9uUmVxdWVzdBoiLnRlc3NlcmEucGdjdGxkLnYxLlZlcnNpb25SZXNwb25zZRJcCgtJbml0UmVwbGljYRIlLnRlc3NlcmEucGdjdGxkLnYxLkluaXRSZXBsaWNhUmVxdWVzdBomLnRlc3NlcmEucGdjdGxkLnYxLkluaXRSZXBsaWNhUmVzcG9uc2USdwoUU2V0UmVwbGljYXRpb25Tb3VyY2USLi50ZXNzZXJhLnBnY3RsZC52MS5TZXRSZXBsaWNhdGlvblNvdXJjZVJlcXVlc3QaLy50ZXNzZXJhLnBnY3RsZC52MS5TZXRSZXBsaWNhdGlvblNvdXJjZVJlc3BvbnNlElAKB1Byb21vdGUSIS50ZXNzZXJhLnBnY3RsZC52MS5Qcm9tb3RlUmVxdWVzdBoiLnRlc3NlcmEucGdjdGxkLnYxLlByb21vdGVSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * InitDataDir runs initdb into the configured, empty data directory.
@@ -320,6 +320,34 @@ export type Status = Message<"tessera.pgctld.v1.Status"> & {
    * @generated from field: string listen_address = 9;
    */
   listenAddress: string;
+
+  /**
+   * Whether standby.signal exists: the instance is, or will start as, a streaming replica.
+   *
+   * @generated from field: bool standby = 10;
+   */
+  standby: boolean;
+
+  /**
+   * Host of the primary in the managed primary_conninfo; empty when none.
+   *
+   * @generated from field: string primary_host = 11;
+   */
+  primaryHost: string;
+
+  /**
+   * Port of the primary in the managed primary_conninfo; 0 when none.
+   *
+   * @generated from field: int32 primary_port = 12;
+   */
+  primaryPort: number;
+
+  /**
+   * application_name in the managed primary_conninfo; empty when none.
+   *
+   * @generated from field: string application_name = 13;
+   */
+  applicationName: string;
 };
 
 /**
@@ -391,6 +419,169 @@ export type VersionResponse = Message<"tessera.pgctld.v1.VersionResponse"> & {
  */
 export const VersionResponseSchema: GenMessage<VersionResponse> = /*@__PURE__*/
   messageDesc(file_tessera_pgctld_v1_pgctld, 14);
+
+/**
+ * InitReplicaRequest makes this instance a streaming replica from a base backup of a primary.
+ *
+ * @generated from message tessera.pgctld.v1.InitReplicaRequest
+ */
+export type InitReplicaRequest = Message<"tessera.pgctld.v1.InitReplicaRequest"> & {
+  /**
+   * Host (name or address) of the primary; required.
+   *
+   * @generated from field: string primary_host = 1;
+   */
+  primaryHost: string;
+
+  /**
+   * Port of the primary; 5432 when zero.
+   *
+   * @generated from field: int32 primary_port = 2;
+   */
+  primaryPort: number;
+
+  /**
+   * application_name the replica reports to the primary (synchronous_standby_names matches it);
+   * none when empty.
+   *
+   * @generated from field: string application_name = 3;
+   */
+  applicationName: string;
+
+  /**
+   * Stop a running Postgres (mode fast) and remove an existing data directory's content first.
+   *
+   * @generated from field: bool replace_existing = 4;
+   */
+  replaceExisting: boolean;
+
+  /**
+   * Seconds to wait for the base backup; 3600 when zero.
+   *
+   * @generated from field: int32 wait_seconds = 5;
+   */
+  waitSeconds: number;
+};
+
+/**
+ * Describes the message tessera.pgctld.v1.InitReplicaRequest.
+ * Use `create(InitReplicaRequestSchema)` to create a new message.
+ */
+export const InitReplicaRequestSchema: GenMessage<InitReplicaRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pgctld_v1_pgctld, 15);
+
+/**
+ * InitReplicaResponse reports the new replica (not started).
+ *
+ * @generated from message tessera.pgctld.v1.InitReplicaResponse
+ */
+export type InitReplicaResponse = Message<"tessera.pgctld.v1.InitReplicaResponse"> & {
+  /**
+   * @generated from field: tessera.pgctld.v1.Status status = 1;
+   */
+  status?: Status | undefined;
+};
+
+/**
+ * Describes the message tessera.pgctld.v1.InitReplicaResponse.
+ * Use `create(InitReplicaResponseSchema)` to create a new message.
+ */
+export const InitReplicaResponseSchema: GenMessage<InitReplicaResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pgctld_v1_pgctld, 16);
+
+/**
+ * SetReplicationSourceRequest points a replica at a (new) primary.
+ *
+ * @generated from message tessera.pgctld.v1.SetReplicationSourceRequest
+ */
+export type SetReplicationSourceRequest = Message<"tessera.pgctld.v1.SetReplicationSourceRequest"> & {
+  /**
+   * Host (name or address) of the primary; required.
+   *
+   * @generated from field: string primary_host = 1;
+   */
+  primaryHost: string;
+
+  /**
+   * Port of the primary; 5432 when zero.
+   *
+   * @generated from field: int32 primary_port = 2;
+   */
+  primaryPort: number;
+
+  /**
+   * application_name the replica reports to the primary; none when empty.
+   *
+   * @generated from field: string application_name = 3;
+   */
+  applicationName: string;
+};
+
+/**
+ * Describes the message tessera.pgctld.v1.SetReplicationSourceRequest.
+ * Use `create(SetReplicationSourceRequestSchema)` to create a new message.
+ */
+export const SetReplicationSourceRequestSchema: GenMessage<SetReplicationSourceRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pgctld_v1_pgctld, 17);
+
+/**
+ * SetReplicationSourceResponse reports the replica.
+ *
+ * @generated from message tessera.pgctld.v1.SetReplicationSourceResponse
+ */
+export type SetReplicationSourceResponse = Message<"tessera.pgctld.v1.SetReplicationSourceResponse"> & {
+  /**
+   * @generated from field: tessera.pgctld.v1.Status status = 1;
+   */
+  status?: Status | undefined;
+};
+
+/**
+ * Describes the message tessera.pgctld.v1.SetReplicationSourceResponse.
+ * Use `create(SetReplicationSourceResponseSchema)` to create a new message.
+ */
+export const SetReplicationSourceResponseSchema: GenMessage<SetReplicationSourceResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pgctld_v1_pgctld, 18);
+
+/**
+ * PromoteRequest turns a running replica into a primary.
+ *
+ * @generated from message tessera.pgctld.v1.PromoteRequest
+ */
+export type PromoteRequest = Message<"tessera.pgctld.v1.PromoteRequest"> & {
+  /**
+   * Seconds to wait for the promotion to finish; 60 when zero.
+   *
+   * @generated from field: int32 wait_seconds = 1;
+   */
+  waitSeconds: number;
+};
+
+/**
+ * Describes the message tessera.pgctld.v1.PromoteRequest.
+ * Use `create(PromoteRequestSchema)` to create a new message.
+ */
+export const PromoteRequestSchema: GenMessage<PromoteRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pgctld_v1_pgctld, 19);
+
+/**
+ * PromoteResponse reports the promoted server.
+ *
+ * @generated from message tessera.pgctld.v1.PromoteResponse
+ */
+export type PromoteResponse = Message<"tessera.pgctld.v1.PromoteResponse"> & {
+  /**
+   * @generated from field: tessera.pgctld.v1.Status status = 1;
+   */
+  status?: Status | undefined;
+};
+
+/**
+ * Describes the message tessera.pgctld.v1.PromoteResponse.
+ * Use `create(PromoteResponseSchema)` to create a new message.
+ */
+export const PromoteResponseSchema: GenMessage<PromoteResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pgctld_v1_pgctld, 20);
 
 /**
  * How clients authenticate to the new cluster.
@@ -535,6 +726,30 @@ export const PgctldService: GenService<{
     methodKind: "unary";
     input: typeof VersionRequestSchema;
     output: typeof VersionResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pgctld.v1.PgctldService.InitReplica
+   */
+  initReplica: {
+    methodKind: "unary";
+    input: typeof InitReplicaRequestSchema;
+    output: typeof InitReplicaResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pgctld.v1.PgctldService.SetReplicationSource
+   */
+  setReplicationSource: {
+    methodKind: "unary";
+    input: typeof SetReplicationSourceRequestSchema;
+    output: typeof SetReplicationSourceResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pgctld.v1.PgctldService.Promote
+   */
+  promote: {
+    methodKind: "unary";
+    input: typeof PromoteRequestSchema;
+    output: typeof PromoteResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tessera_pgctld_v1_pgctld, 0);

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tessera/pooler/v1/pooler.proto.
  */
 export const file_tessera_pooler_v1_pooler: GenFile = /*@__PURE__*/
-  fileDesc("Ch50ZXNzZXJhL3Bvb2xlci92MS9wb29sZXIucHJvdG8SEXRlc3NlcmEucG9vbGVyLnYxIq0BCglQb29sU3RhdHMSDAoEdXNlchgBIAEoCRIQCghkYXRhYmFzZRgCIAEoCRIMCgRzaXplGAMgASgFEgwKBGlkbGUYBCABKAUSDgoGYWN0aXZlGAUgASgFEg8KB3dhaXRpbmcYBiABKAUSEQoJY2hlY2tvdXRzGAcgASgDEhUKDXdhaXRfdGltZW91dHMYCCABKAMSGQoRd2FpdF9taWNyb3NfdG90YWwYCSABKAMiKwoIUGluQ291bnQSDgoGcmVhc29uGAEgASgJEg8KB2NsaWVudHMYAiABKAUirwEKDVBvc3RncmVzU3RhdGUSEQoJcmVhY2hhYmxlGAEgASgIEi0KBHJvbGUYAiABKA4yHy50ZXNzZXJhLnBvb2xlci52MS5Qb3N0Z3Jlc1JvbGUSCwoDbHNuGAMgASgJEhMKC3JlY2VpdmVfbHNuGAQgASgJEhMKC2xhZ19zZWNvbmRzGAUgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAYgASgJEg0KBWVycm9yGAcgASgJIg8KDVN0YXR1c1JlcXVlc3QitQIKDlN0YXR1c1Jlc3BvbnNlEg0KBWFsaWFzGAEgASgJEg8KB2NsaWVudHMYAiABKAUSKwoFcG9vbHMYAyADKAsyHC50ZXNzZXJhLnBvb2xlci52MS5Qb29sU3RhdHMSKQoEcGlucxgEIAMoCzIbLnRlc3NlcmEucG9vbGVyLnYxLlBpbkNvdW50EjIKCHBvc3RncmVzGAUgASgLMiAudGVzc2VyYS5wb29sZXIudjEuUG9zdGdyZXNTdGF0ZRIbChNwcmVwYXJlZF9jYWNoZV9oaXRzGAYgASgDEh0KFXByZXBhcmVkX2NhY2hlX21pc3NlcxgHIAEoAxIMCgRjZWxsGAggASgJEhAKCGtleXNwYWNlGAkgASgJEg0KBXNoYXJkGAogASgJEgwKBHR5cGUYCyABKAkiKgoTSGVhbHRoU3RyZWFtUmVxdWVzdBITCgtpbnRlcnZhbF9tcxgBIAEoBSKTAQoUSGVhbHRoU3RyZWFtUmVzcG9uc2USDwoHc2VydmluZxgBIAEoCBIyCghwb3N0Z3JlcxgCIAEoCzIgLnRlc3NlcmEucG9vbGVyLnYxLlBvc3RncmVzU3RhdGUSDwoHY2xpZW50cxgDIAEoBRIPCgd3YWl0aW5nGAQgASgFEhQKDHRpbWVzdGFtcF9tcxgFIAEoAypjCgxQb3N0Z3Jlc1JvbGUSHQoZUE9TVEdSRVNfUk9MRV9VTlNQRUNJRklFRBAAEhkKFVBPU1RHUkVTX1JPTEVfUFJJTUFSWRABEhkKFVBPU1RHUkVTX1JPTEVfUkVQTElDQRACMsEBCg1Qb29sZXJTZXJ2aWNlEk0KBlN0YXR1cxIgLnRlc3NlcmEucG9vbGVyLnYxLlN0YXR1c1JlcXVlc3QaIS50ZXNzZXJhLnBvb2xlci52MS5TdGF0dXNSZXNwb25zZRJhCgxIZWFsdGhTdHJlYW0SJi50ZXNzZXJhLnBvb2xlci52MS5IZWFsdGhTdHJlYW1SZXF1ZXN0GicudGVzc2VyYS5wb29sZXIudjEuSGVhbHRoU3RyZWFtUmVzcG9uc2UwAWIGcHJvdG8z");
+  fileDesc("Ch50ZXNzZXJhL3Bvb2xlci92MS9wb29sZXIucHJvdG8SEXRlc3NlcmEucG9vbGVyLnYxIq0BCglQb29sU3RhdHMSDAoEdXNlchgBIAEoCRIQCghkYXRhYmFzZRgCIAEoCRIMCgRzaXplGAMgASgFEgwKBGlkbGUYBCABKAUSDgoGYWN0aXZlGAUgASgFEg8KB3dhaXRpbmcYBiABKAUSEQoJY2hlY2tvdXRzGAcgASgDEhUKDXdhaXRfdGltZW91dHMYCCABKAMSGQoRd2FpdF9taWNyb3NfdG90YWwYCSABKAMiKwoIUGluQ291bnQSDgoGcmVhc29uGAEgASgJEg8KB2NsaWVudHMYAiABKAUirwEKDVBvc3RncmVzU3RhdGUSEQoJcmVhY2hhYmxlGAEgASgIEi0KBHJvbGUYAiABKA4yHy50ZXNzZXJhLnBvb2xlci52MS5Qb3N0Z3Jlc1JvbGUSCwoDbHNuGAMgASgJEhMKC3JlY2VpdmVfbHNuGAQgASgJEhMKC2xhZ19zZWNvbmRzGAUgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAYgASgJEg0KBWVycm9yGAcgASgJIg8KDVN0YXR1c1JlcXVlc3QitQIKDlN0YXR1c1Jlc3BvbnNlEg0KBWFsaWFzGAEgASgJEg8KB2NsaWVudHMYAiABKAUSKwoFcG9vbHMYAyADKAsyHC50ZXNzZXJhLnBvb2xlci52MS5Qb29sU3RhdHMSKQoEcGlucxgEIAMoCzIbLnRlc3NlcmEucG9vbGVyLnYxLlBpbkNvdW50EjIKCHBvc3RncmVzGAUgASgLMiAudGVzc2VyYS5wb29sZXIudjEuUG9zdGdyZXNTdGF0ZRIbChNwcmVwYXJlZF9jYWNoZV9oaXRzGAYgASgDEh0KFXByZXBhcmVkX2NhY2hlX21pc3NlcxgHIAEoAxIMCgRjZWxsGAggASgJEhAKCGtleXNwYWNlGAkgASgJEg0KBXNoYXJkGAogASgJEgwKBHR5cGUYCyABKAkiKgoTSGVhbHRoU3RyZWFtUmVxdWVzdBITCgtpbnRlcnZhbF9tcxgBIAEoBSKTAQoUSGVhbHRoU3RyZWFtUmVzcG9uc2USDwoHc2VydmluZxgBIAEoCBIyCghwb3N0Z3JlcxgCIAEoCzIgLnRlc3NlcmEucG9vbGVyLnYxLlBvc3RncmVzU3RhdGUSDwoHY2xpZW50cxgDIAEoBRIPCgd3YWl0aW5nGAQgASgFEhQKDHRpbWVzdGFtcF9tcxgFIAEoAyJyCgxTdGFuZGJ5U3RhdGUSGAoQYXBwbGljYXRpb25fbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRISCgpzeW5jX3N0YXRlGAMgASgJEhEKCWZsdXNoX2xzbhgEIAEoCRISCgpyZXBsYXlfbHNuGAUgASgJIhYKFE1hbmFnZXJTdGF0dXNSZXF1ZXN0Io4DChVNYW5hZ2VyU3RhdHVzUmVzcG9uc2USDQoFYWxpYXMYASABKAkSDwoHbWFuYWdlZBgCIAEoCBITCgtpbml0aWFsaXplZBgDIAEoCBIPCgdydW5uaW5nGAQgASgIEg8KB3N0YW5kYnkYBSABKAgSFAoMcHJpbWFyeV9ob3N0GAYgASgJEhQKDHByaW1hcnlfcG9ydBgHIAEoBRIYChBwb3N0Z3Jlc19hZGRyZXNzGAggASgJEhQKDHBnY3RsZF9lcnJvchgJIAEoCRIyCghwb3N0Z3JlcxgKIAEoCzIgLnRlc3NlcmEucG9vbGVyLnYxLlBvc3RncmVzU3RhdGUSMQoIc3RhbmRieXMYCyADKAsyHy50ZXNzZXJhLnBvb2xlci52MS5TdGFuZGJ5U3RhdGUSIQoZc3luY2hyb25vdXNfc3RhbmRieV9uYW1lcxgMIAEoCRIbChN3YWxfcmVjZWl2ZXJfc3RhdHVzGA0gASgJEhsKE3dhbF9yZWNlaXZlcl9zZW5kZXIYDiABKAkiFAoSSW5pdFByaW1hcnlSZXF1ZXN0IiIKE0luaXRQcmltYXJ5UmVzcG9uc2USCwoDbHNuGAEgASgJIloKEkluaXRSZXBsaWNhUmVxdWVzdBIUCgxwcmltYXJ5X2hvc3QYASABKAkSFAoMcHJpbWFyeV9wb3J0GAIgASgFEhgKEHJlcGxhY2VfZXhpc3RpbmcYAyABKAgiFQoTSW5pdFJlcGxpY2FSZXNwb25zZSIWChRTdGFydFBvc3RncmVzUmVxdWVzdCIXChVTdGFydFBvc3RncmVzUmVzcG9uc2UiSQobU2V0UmVwbGljYXRpb25Tb3VyY2VSZXF1ZXN0EhQKDHByaW1hcnlfaG9zdBgBIAEoCRIUCgxwcmltYXJ5X3BvcnQYAiABKAUiHgocU2V0UmVwbGljYXRpb25Tb3VyY2VSZXNwb25zZSI5ChRTZXREdXJhYmlsaXR5UmVxdWVzdBIhChlzeW5jaHJvbm91c19zdGFuZGJ5X25hbWVzGAEgASgJIhcKFVNldER1cmFiaWxpdHlSZXNwb25zZSIQCg5Qcm9tb3RlUmVxdWVzdCIeCg9Qcm9tb3RlUmVzcG9uc2USCwoDbHNuGAEgASgJKmMKDFBvc3RncmVzUm9sZRIdChlQT1NUR1JFU19ST0xFX1VOU1BFQ0lGSUVEEAASGQoVUE9TVEdSRVNfUk9MRV9QUklNQVJZEAESGQoVUE9TVEdSRVNfUk9MRV9SRVBMSUNBEAIywQEKDVBvb2xlclNlcnZpY2USTQoGU3RhdHVzEiAudGVzc2VyYS5wb29sZXIudjEuU3RhdHVzUmVxdWVzdBohLnRlc3NlcmEucG9vbGVyLnYxLlN0YXR1c1Jlc3BvbnNlEmEKDEhlYWx0aFN0cmVhbRImLnRlc3NlcmEucG9vbGVyLnYxLkhlYWx0aFN0cmVhbVJlcXVlc3QaJy50ZXNzZXJhLnBvb2xlci52MS5IZWFsdGhTdHJlYW1SZXNwb25zZTABMskFChRQb29sZXJNYW5hZ2VyU2VydmljZRJiCg1NYW5hZ2VyU3RhdHVzEicudGVzc2VyYS5wb29sZXIudjEuTWFuYWdlclN0YXR1c1JlcXVlc3QaKC50ZXNzZXJhLnBvb2xlci52MS5NYW5hZ2VyU3RhdHVzUmVzcG9uc2USXAoLSW5pdFByaW1hcnkSJS50ZXNzZXJhLnBvb2xlci52MS5Jbml0UHJpbWFyeVJlcXVlc3QaJi50ZXNzZXJhLnBvb2xlci52MS5Jbml0UHJpbWFyeVJlc3BvbnNlElwKC0luaXRSZXBsaWNhEiUudGVzc2VyYS5wb29sZXIudjEuSW5pdFJlcGxpY2FSZXF1ZXN0GiYudGVzc2VyYS5wb29sZXIudjEuSW5pdFJlcGxpY2FSZXNwb25zZRJiCg1TdGFydFBvc3RncmVzEicudGVzc2VyYS5wb29sZXIudjEuU3RhcnRQb3N0Z3Jlc1JlcXVlc3QaKC50ZXNzZXJhLnBvb2xlci52MS5TdGFydFBvc3RncmVzUmVzcG9uc2USdwoUU2V0UmVwbGljYXRpb25Tb3VyY2USLi50ZXNzZXJhLnBvb2xlci52MS5TZXRSZXBsaWNhdGlvblNvdXJjZVJlcXVlc3QaLy50ZXNzZXJhLnBvb2xlci52MS5TZXRSZXBsaWNhdGlvblNvdXJjZVJlc3BvbnNlEmIKDVNldER1cmFiaWxpdHkSJy50ZXNzZXJhLnBvb2xlci52MS5TZXREdXJhYmlsaXR5UmVxdWVzdBooLnRlc3NlcmEucG9vbGVyLnYxLlNldER1cmFiaWxpdHlSZXNwb25zZRJQCgdQcm9tb3RlEiEudGVzc2VyYS5wb29sZXIudjEuUHJvbW90ZVJlcXVlc3QaIi50ZXNzZXJhLnBvb2xlci52MS5Qcm9tb3RlUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Counters of one pool (one user and database).
@@ -318,6 +318,381 @@ export const HealthStreamResponseSchema: GenMessage<HealthStreamResponse> = /*@_
   messageDesc(file_tessera_pooler_v1_pooler, 6);
 
 /**
+ * One standby streaming from a primary, as pg_stat_replication shows it.
+ *
+ * @generated from message tessera.pooler.v1.StandbyState
+ */
+export type StandbyState = Message<"tessera.pooler.v1.StandbyState"> & {
+  /**
+   * @generated from field: string application_name = 1;
+   */
+  applicationName: string;
+
+  /**
+   * startup, catchup, streaming, backup, stopping.
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+
+  /**
+   * async, potential, sync, quorum.
+   *
+   * @generated from field: string sync_state = 3;
+   */
+  syncState: string;
+
+  /**
+   * @generated from field: string flush_lsn = 4;
+   */
+  flushLsn: string;
+
+  /**
+   * @generated from field: string replay_lsn = 5;
+   */
+  replayLsn: string;
+};
+
+/**
+ * Describes the message tessera.pooler.v1.StandbyState.
+ * Use `create(StandbyStateSchema)` to create a new message.
+ */
+export const StandbyStateSchema: GenMessage<StandbyState> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 7);
+
+/**
+ * ManagerStatusRequest asks for the instance-management view of the pooler's Postgres.
+ *
+ * @generated from message tessera.pooler.v1.ManagerStatusRequest
+ */
+export type ManagerStatusRequest = Message<"tessera.pooler.v1.ManagerStatusRequest"> & {
+};
+
+/**
+ * Describes the message tessera.pooler.v1.ManagerStatusRequest.
+ * Use `create(ManagerStatusRequestSchema)` to create a new message.
+ */
+export const ManagerStatusRequestSchema: GenMessage<ManagerStatusRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 8);
+
+/**
+ * ManagerStatusResponse: what pgctld and Postgres say about the instance, for orch.
+ *
+ * @generated from message tessera.pooler.v1.ManagerStatusResponse
+ */
+export type ManagerStatusResponse = Message<"tessera.pooler.v1.ManagerStatusResponse"> & {
+  /**
+   * @generated from field: string alias = 1;
+   */
+  alias: string;
+
+  /**
+   * Whether the pooler has a pgctld to manage Postgres with.
+   *
+   * @generated from field: bool managed = 2;
+   */
+  managed: boolean;
+
+  /**
+   * From pgctld (false when pgctld is unreachable; see pgctld_error).
+   *
+   * @generated from field: bool initialized = 3;
+   */
+  initialized: boolean;
+
+  /**
+   * @generated from field: bool running = 4;
+   */
+  running: boolean;
+
+  /**
+   * standby.signal present: Postgres starts (or runs) as a replica.
+   *
+   * @generated from field: bool standby = 5;
+   */
+  standby: boolean;
+
+  /**
+   * Replica: the primary it is configured to stream from.
+   *
+   * @generated from field: string primary_host = 6;
+   */
+  primaryHost: string;
+
+  /**
+   * @generated from field: int32 primary_port = 7;
+   */
+  primaryPort: number;
+
+  /**
+   * Where Postgres accepts TCP connections (HOST:PORT), for replicas of it.
+   *
+   * @generated from field: string postgres_address = 8;
+   */
+  postgresAddress: string;
+
+  /**
+   * @generated from field: string pgctld_error = 9;
+   */
+  pgctldError: string;
+
+  /**
+   * @generated from field: tessera.pooler.v1.PostgresState postgres = 10;
+   */
+  postgres?: PostgresState | undefined;
+
+  /**
+   * Primary: its standbys and synchronous_standby_names.
+   *
+   * @generated from field: repeated tessera.pooler.v1.StandbyState standbys = 11;
+   */
+  standbys: StandbyState[];
+
+  /**
+   * @generated from field: string synchronous_standby_names = 12;
+   */
+  synchronousStandbyNames: string;
+
+  /**
+   * Replica: pg_stat_wal_receiver's status ("streaming", ...), empty when none.
+   *
+   * @generated from field: string wal_receiver_status = 13;
+   */
+  walReceiverStatus: string;
+
+  /**
+   * @generated from field: string wal_receiver_sender = 14;
+   */
+  walReceiverSender: string;
+};
+
+/**
+ * Describes the message tessera.pooler.v1.ManagerStatusResponse.
+ * Use `create(ManagerStatusResponseSchema)` to create a new message.
+ */
+export const ManagerStatusResponseSchema: GenMessage<ManagerStatusResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 9);
+
+/**
+ * InitPrimaryRequest: initialise an empty instance as a new primary and start it.
+ *
+ * @generated from message tessera.pooler.v1.InitPrimaryRequest
+ */
+export type InitPrimaryRequest = Message<"tessera.pooler.v1.InitPrimaryRequest"> & {
+};
+
+/**
+ * Describes the message tessera.pooler.v1.InitPrimaryRequest.
+ * Use `create(InitPrimaryRequestSchema)` to create a new message.
+ */
+export const InitPrimaryRequestSchema: GenMessage<InitPrimaryRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 10);
+
+/**
+ * InitPrimaryResponse after the primary accepts connections.
+ *
+ * @generated from message tessera.pooler.v1.InitPrimaryResponse
+ */
+export type InitPrimaryResponse = Message<"tessera.pooler.v1.InitPrimaryResponse"> & {
+  /**
+   * @generated from field: string lsn = 1;
+   */
+  lsn: string;
+};
+
+/**
+ * Describes the message tessera.pooler.v1.InitPrimaryResponse.
+ * Use `create(InitPrimaryResponseSchema)` to create a new message.
+ */
+export const InitPrimaryResponseSchema: GenMessage<InitPrimaryResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 11);
+
+/**
+ * InitReplicaRequest: build the instance as a streaming replica of a primary and start it.
+ *
+ * @generated from message tessera.pooler.v1.InitReplicaRequest
+ */
+export type InitReplicaRequest = Message<"tessera.pooler.v1.InitReplicaRequest"> & {
+  /**
+   * @generated from field: string primary_host = 1;
+   */
+  primaryHost: string;
+
+  /**
+   * @generated from field: int32 primary_port = 2;
+   */
+  primaryPort: number;
+
+  /**
+   * Remove existing data first (rebuild a broken replica).
+   *
+   * @generated from field: bool replace_existing = 3;
+   */
+  replaceExisting: boolean;
+};
+
+/**
+ * Describes the message tessera.pooler.v1.InitReplicaRequest.
+ * Use `create(InitReplicaRequestSchema)` to create a new message.
+ */
+export const InitReplicaRequestSchema: GenMessage<InitReplicaRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 12);
+
+/**
+ * InitReplicaResponse after the replica accepts connections.
+ *
+ * @generated from message tessera.pooler.v1.InitReplicaResponse
+ */
+export type InitReplicaResponse = Message<"tessera.pooler.v1.InitReplicaResponse"> & {
+};
+
+/**
+ * Describes the message tessera.pooler.v1.InitReplicaResponse.
+ * Use `create(InitReplicaResponseSchema)` to create a new message.
+ */
+export const InitReplicaResponseSchema: GenMessage<InitReplicaResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 13);
+
+/**
+ * StartPostgresRequest starts an initialised instance in whatever role its data says.
+ *
+ * @generated from message tessera.pooler.v1.StartPostgresRequest
+ */
+export type StartPostgresRequest = Message<"tessera.pooler.v1.StartPostgresRequest"> & {
+};
+
+/**
+ * Describes the message tessera.pooler.v1.StartPostgresRequest.
+ * Use `create(StartPostgresRequestSchema)` to create a new message.
+ */
+export const StartPostgresRequestSchema: GenMessage<StartPostgresRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 14);
+
+/**
+ * StartPostgresResponse after Postgres accepts connections.
+ *
+ * @generated from message tessera.pooler.v1.StartPostgresResponse
+ */
+export type StartPostgresResponse = Message<"tessera.pooler.v1.StartPostgresResponse"> & {
+};
+
+/**
+ * Describes the message tessera.pooler.v1.StartPostgresResponse.
+ * Use `create(StartPostgresResponseSchema)` to create a new message.
+ */
+export const StartPostgresResponseSchema: GenMessage<StartPostgresResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 15);
+
+/**
+ * SetReplicationSourceRequest repoints a replica at a primary.
+ *
+ * @generated from message tessera.pooler.v1.SetReplicationSourceRequest
+ */
+export type SetReplicationSourceRequest = Message<"tessera.pooler.v1.SetReplicationSourceRequest"> & {
+  /**
+   * @generated from field: string primary_host = 1;
+   */
+  primaryHost: string;
+
+  /**
+   * @generated from field: int32 primary_port = 2;
+   */
+  primaryPort: number;
+};
+
+/**
+ * Describes the message tessera.pooler.v1.SetReplicationSourceRequest.
+ * Use `create(SetReplicationSourceRequestSchema)` to create a new message.
+ */
+export const SetReplicationSourceRequestSchema: GenMessage<SetReplicationSourceRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 16);
+
+/**
+ * SetReplicationSourceResponse after the change is applied.
+ *
+ * @generated from message tessera.pooler.v1.SetReplicationSourceResponse
+ */
+export type SetReplicationSourceResponse = Message<"tessera.pooler.v1.SetReplicationSourceResponse"> & {
+};
+
+/**
+ * Describes the message tessera.pooler.v1.SetReplicationSourceResponse.
+ * Use `create(SetReplicationSourceResponseSchema)` to create a new message.
+ */
+export const SetReplicationSourceResponseSchema: GenMessage<SetReplicationSourceResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 17);
+
+/**
+ * SetDurabilityRequest sets which standbys must acknowledge commits on a primary.
+ *
+ * @generated from message tessera.pooler.v1.SetDurabilityRequest
+ */
+export type SetDurabilityRequest = Message<"tessera.pooler.v1.SetDurabilityRequest"> & {
+  /**
+   * synchronous_standby_names; empty for none.
+   *
+   * @generated from field: string synchronous_standby_names = 1;
+   */
+  synchronousStandbyNames: string;
+};
+
+/**
+ * Describes the message tessera.pooler.v1.SetDurabilityRequest.
+ * Use `create(SetDurabilityRequestSchema)` to create a new message.
+ */
+export const SetDurabilityRequestSchema: GenMessage<SetDurabilityRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 18);
+
+/**
+ * SetDurabilityResponse after the primary has reloaded.
+ *
+ * @generated from message tessera.pooler.v1.SetDurabilityResponse
+ */
+export type SetDurabilityResponse = Message<"tessera.pooler.v1.SetDurabilityResponse"> & {
+};
+
+/**
+ * Describes the message tessera.pooler.v1.SetDurabilityResponse.
+ * Use `create(SetDurabilityResponseSchema)` to create a new message.
+ */
+export const SetDurabilityResponseSchema: GenMessage<SetDurabilityResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 19);
+
+/**
+ * PromoteRequest promotes a replica to primary.
+ *
+ * @generated from message tessera.pooler.v1.PromoteRequest
+ */
+export type PromoteRequest = Message<"tessera.pooler.v1.PromoteRequest"> & {
+};
+
+/**
+ * Describes the message tessera.pooler.v1.PromoteRequest.
+ * Use `create(PromoteRequestSchema)` to create a new message.
+ */
+export const PromoteRequestSchema: GenMessage<PromoteRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 20);
+
+/**
+ * PromoteResponse after the promotion ends.
+ *
+ * @generated from message tessera.pooler.v1.PromoteResponse
+ */
+export type PromoteResponse = Message<"tessera.pooler.v1.PromoteResponse"> & {
+  /**
+   * @generated from field: string lsn = 1;
+   */
+  lsn: string;
+};
+
+/**
+ * Describes the message tessera.pooler.v1.PromoteResponse.
+ * Use `create(PromoteResponseSchema)` to create a new message.
+ */
+export const PromoteResponseSchema: GenMessage<PromoteResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 21);
+
+/**
  * Role of the Postgres behind a pooler.
  *
  * @generated from enum tessera.pooler.v1.PostgresRole
@@ -375,4 +750,70 @@ export const PoolerService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tessera_pooler_v1_pooler, 0);
+
+/**
+ * PoolerManagerService manages the pooler's Postgres instance through its pgctld: init,
+ * replication, durability, promotion. orch drives it.
+ *
+ * @generated from service tessera.pooler.v1.PoolerManagerService
+ */
+export const PoolerManagerService: GenService<{
+  /**
+   * @generated from rpc tessera.pooler.v1.PoolerManagerService.ManagerStatus
+   */
+  managerStatus: {
+    methodKind: "unary";
+    input: typeof ManagerStatusRequestSchema;
+    output: typeof ManagerStatusResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pooler.v1.PoolerManagerService.InitPrimary
+   */
+  initPrimary: {
+    methodKind: "unary";
+    input: typeof InitPrimaryRequestSchema;
+    output: typeof InitPrimaryResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pooler.v1.PoolerManagerService.InitReplica
+   */
+  initReplica: {
+    methodKind: "unary";
+    input: typeof InitReplicaRequestSchema;
+    output: typeof InitReplicaResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pooler.v1.PoolerManagerService.StartPostgres
+   */
+  startPostgres: {
+    methodKind: "unary";
+    input: typeof StartPostgresRequestSchema;
+    output: typeof StartPostgresResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pooler.v1.PoolerManagerService.SetReplicationSource
+   */
+  setReplicationSource: {
+    methodKind: "unary";
+    input: typeof SetReplicationSourceRequestSchema;
+    output: typeof SetReplicationSourceResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pooler.v1.PoolerManagerService.SetDurability
+   */
+  setDurability: {
+    methodKind: "unary";
+    input: typeof SetDurabilityRequestSchema;
+    output: typeof SetDurabilityResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.pooler.v1.PoolerManagerService.Promote
+   */
+  promote: {
+    methodKind: "unary";
+    input: typeof PromoteRequestSchema;
+    output: typeof PromoteResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_tessera_pooler_v1_pooler, 1);
 

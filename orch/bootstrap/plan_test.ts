@@ -1,0 +1,301 @@
+import { assertEquals } from "../../shared/testing/assert.ts";
+import {
+  formatStandbyNames,
+  type InstanceView,
+  NO_REPLICA_NAME,
+  parseStandbyNames,
+  planShard,
+  type ShardInput,
+} from "./plan.ts";
+
+function instance(alias: string, over: Partial<InstanceView> = {}): InstanceView {
+  return {
+    alias,
+    cell: "zone1",
+    reachable: true,
+    managed: true,
+    pgctldKnown: true,
+    initialized: false,
+    running: false,
+    standby: false,
+    source: "",
+    postgresAddress: "",
+    role: "unknown",
+    lsn: "",
+    walReceiver: "",
+    standbys: [],
+    synchronousStandbyNames: "",
+    notStreamingMs: 0,
+    error: "",
+    ...over,
+  };
+}
+
+const primaryUp = (alias: string, over: Partial<InstanceView> = {}) =>
+  instance(alias, {
+    initialized: true,
+    running: true,
+    role: "primary",
+    postgresAddress: `127.0.0.1:1${alias.at(-1)}`,
+    ...over,
+  });
+
+const replicaUp = (alias: string, source: string, over: Partial<InstanceView> = {}) =>
+  instance(alias, {
+    initialized: true,
+    running: true,
+    standby: true,
+    role: "replica",
+    source,
+    walReceiver: "streaming",
+    ...over,
+  });
+
+function input(over: Partial<ShardInput> & { instances: InstanceView[] }): ShardInput {
+  return {
+    record: { keyspace: "app", range: "0", term: 0 },
+    policy: "at_least_1",
+    rebuildAfterMs: 30_000,
+    ...over,
+  };
+}
+
+const withPrimary = (alias: string, term = 1) => ({
+  record: { keyspace: "app", range: "0", primaryAlias: alias, term },
+});
+
+interface Case {
+  name: string;
+  input: ShardInput;
+  actions: string[];
+  health: string;
+}
+
+const kinds = (p: ReturnType<typeof planShard>) =>
+  p.actions.map((a) =>
+    a.kind === "initReplica"
+      ? `${a.kind} ${a.alias} ${a.primaryAddress}${a.replaceExisting ? " replace" : ""}`
+      : a.kind === "repoint"
+      ? `${a.kind} ${a.alias} ${a.primaryAddress}`
+      : a.kind === "setDurability"
+      ? `${a.kind} ${a.alias} ${a.names}`
+      : `${a.kind} ${a.alias}`
+  );
+
+const CASES: Case[] = [
+  {
+    name: "no pooler yet: wait",
+    input: input({ instances: [] }),
+    actions: [],
+    health: "bootstrapping",
+  },
+  {
+    name: "unmanaged poolers only: wait",
+    input: input({ instances: [instance("a", { managed: false })] }),
+    actions: [],
+    health: "bootstrapping",
+  },
+  {
+    name: "all empty: the first alias becomes primary, then is recorded",
+    input: input({ instances: [instance("b"), instance("a"), instance("c")] }),
+    actions: ["initPrimary a", "recordPrimary a"],
+    health: "bootstrapping",
+  },
+  {
+    name: "unreachable poolers are never chosen",
+    input: input({ instances: [instance("a", { reachable: false }), instance("b")] }),
+    actions: ["initPrimary b", "recordPrimary b"],
+    health: "bootstrapping",
+  },
+  {
+    name: "one non-standby instance with data and no record: adopt it",
+    input: input({ instances: [primaryUp("a"), instance("b")] }),
+    actions: ["recordPrimary a"],
+    health: "bootstrapping",
+  },
+  {
+    name: "one stopped instance with data and no record: start and adopt",
+    input: input({ instances: [instance("a", { initialized: true }), instance("b")] }),
+    actions: ["startPostgres a", "recordPrimary a"],
+    health: "bootstrapping",
+  },
+  {
+    name: "several instances with data and no record: stalled, nothing done",
+    input: input({ instances: [primaryUp("a"), primaryUp("b")] }),
+    actions: [],
+    health: "stalled",
+  },
+  {
+    name: "a standby with data and no record: stalled",
+    input: input({ instances: [replicaUp("a", "x:1")] }),
+    actions: [],
+    health: "stalled",
+  },
+  {
+    name: "recorded primary stopped: start it",
+    input: input({ ...withPrimary("a"), instances: [instance("a", { initialized: true })] }),
+    actions: ["startPostgres a"],
+    health: "degraded",
+  },
+  {
+    name: "recorded primary without data: stalled",
+    input: input({ ...withPrimary("a"), instances: [instance("a")] }),
+    actions: [],
+    health: "stalled",
+  },
+  {
+    name: "primary up, empty instances: base backups, then durability with both names",
+    input: input({
+      ...withPrimary("a"),
+      instances: [primaryUp("a"), instance("b"), instance("c")],
+    }),
+    actions: [
+      "initReplica b 127.0.0.1:1a",
+      "initReplica c 127.0.0.1:1a",
+      'setDurability a ANY 1 ("b", "c")',
+    ],
+    health: "blocked",
+  },
+  {
+    name: "replicas wait while the primary is down",
+    input: input({
+      ...withPrimary("a"),
+      instances: [instance("a", { reachable: false }), instance("b")],
+    }),
+    actions: [],
+    health: "degraded",
+  },
+  {
+    name: "stopped replica is started",
+    input: input({
+      ...withPrimary("a"),
+      policy: "none",
+      instances: [primaryUp("a"), instance("b", { initialized: true, standby: true })],
+    }),
+    actions: ["startPostgres b"],
+    health: "degraded",
+  },
+  {
+    name: "replica streaming from elsewhere is repointed",
+    input: input({
+      ...withPrimary("a"),
+      policy: "none",
+      instances: [primaryUp("a"), replicaUp("b", "127.0.0.1:9")],
+    }),
+    actions: ["repoint b 127.0.0.1:1a"],
+    health: "degraded",
+  },
+  {
+    name: "replica not streaming for a short while: reported only",
+    input: input({
+      ...withPrimary("a"),
+      policy: "none",
+      instances: [
+        primaryUp("a"),
+        replicaUp("b", "127.0.0.1:1a", { walReceiver: "", notStreamingMs: 5000 }),
+      ],
+    }),
+    actions: [],
+    health: "degraded",
+  },
+  {
+    name: "replica not streaming past the limit: rebuilt",
+    input: input({
+      ...withPrimary("a"),
+      policy: "none",
+      instances: [
+        primaryUp("a"),
+        replicaUp("b", "127.0.0.1:1a", { walReceiver: "", notStreamingMs: 31_000 }),
+      ],
+    }),
+    actions: ["initReplica b 127.0.0.1:1a replace"],
+    health: "degraded",
+  },
+  {
+    name: "an ex-primary with its own data is never rebuilt or started as a replica",
+    input: input({
+      ...withPrimary("a"),
+      policy: "none",
+      instances: [primaryUp("a"), instance("b", { initialized: true })],
+    }),
+    actions: [],
+    health: "degraded",
+  },
+  {
+    name: "healthy shard with policy met: nothing to do",
+    input: input({
+      ...withPrimary("a"),
+      instances: [
+        primaryUp("a", {
+          synchronousStandbyNames: 'ANY 1 ("b")',
+          standbys: [{ name: "b", state: "streaming", syncState: "quorum" }],
+        }),
+        replicaUp("b", "127.0.0.1:1a"),
+      ],
+    }),
+    actions: [],
+    health: "ok",
+  },
+  {
+    name: "a replica gone from topo stays in the list: the policy is never met by shrinking",
+    input: input({
+      ...withPrimary("a"),
+      instances: [primaryUp("a", { synchronousStandbyNames: 'ANY 1 ("b", "c")' })],
+    }),
+    actions: [],
+    health: "blocked",
+  },
+  {
+    name: "primary alone under at_least_1: placeholder keeps commits waiting",
+    input: input({ ...withPrimary("a"), instances: [primaryUp("a")] }),
+    actions: [`setDurability a ANY 1 ("${NO_REPLICA_NAME}")`],
+    health: "blocked",
+  },
+  {
+    name: "policy none clears the setting",
+    input: input({
+      ...withPrimary("a"),
+      policy: "none",
+      instances: [primaryUp("a", { synchronousStandbyNames: 'ANY 1 ("b")' })],
+    }),
+    actions: ["setDurability a "],
+    health: "degraded",
+  },
+  {
+    name: "at_least_2 needs two acknowledging standbys",
+    input: input({
+      ...withPrimary("a"),
+      policy: "at_least_2",
+      instances: [
+        primaryUp("a", {
+          synchronousStandbyNames: 'ANY 2 ("b", "c")',
+          standbys: [
+            { name: "b", state: "streaming", syncState: "quorum" },
+            { name: "c", state: "catchup", syncState: "quorum" },
+          ],
+        }),
+        replicaUp("b", "127.0.0.1:1a"),
+        replicaUp("c", "127.0.0.1:1a"),
+      ],
+    }),
+    actions: [],
+    health: "blocked",
+  },
+];
+
+for (const c of CASES) {
+  Deno.test(`planShard: ${c.name}`, () => {
+    const plan = planShard(c.input);
+    assertEquals(kinds(plan), c.actions);
+    assertEquals(plan.health, c.health, plan.reasons.join("; "));
+  });
+}
+
+Deno.test("standby names: format and parse round trip, quotes kept", () => {
+  assertEquals(formatStandbyNames(0, ["a"]), "");
+  assertEquals(formatStandbyNames(1, ["a-1", 'we"ird']), 'ANY 1 ("a-1", "we""ird")');
+  assertEquals(parseStandbyNames('ANY 1 ("a-1", "we""ird")'), ["a-1", 'we"ird']);
+  assertEquals(parseStandbyNames("FIRST 2 (s1, s2, s3)"), ["s1", "s2", "s3"]);
+  assertEquals(parseStandbyNames("s1, s2"), ["s1", "s2"]);
+  assertEquals(parseStandbyNames(""), []);
+});

@@ -1,0 +1,454 @@
+/**
+ * The loop that keeps every shard with a primary and durable replicas: every `intervalMs` it
+ * reads the shards, their database's durability policy and the poolers registered for them,
+ * asks each pooler for its instance's state, plans ({@linkcode planShard}) and, when the plan
+ * has steps, takes the shard lock, checks again under it and carries them out through the
+ * poolers' PoolerManagerService. Several orchs may run: the lock makes one act at a time and the
+ * re-check under it makes the others find the work done.
+ *
+ * @module
+ */
+
+import {
+  type ManagerStatusResponse,
+  PoolerManagerService,
+} from "../../proto/gen/tessera/pooler/v1/pooler_pb.ts";
+import { PostgresRole } from "../../proto/gen/tessera/pooler/v1/pooler_pb.ts";
+import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
+import type { Logger } from "../../shared/log/mod.ts";
+import { type Client, createRpcClient } from "../../shared/rpc/mod.ts";
+import type {
+  DurabilityPolicy,
+  PoolerRecord,
+  RecordEntry,
+  ShardRecord,
+  TopoClient,
+} from "../../shared/topo/mod.ts";
+import {
+  type InstanceView,
+  planShard,
+  type ShardAction,
+  type ShardInput,
+  type ShardPlan,
+} from "./plan.ts";
+
+/** How long orch waits for a pooler's state, in ms. */
+const STATUS_TIMEOUT_MS = 3000;
+/** How many recent actions each shard keeps for `/status`. */
+const RECENT_ACTIONS = 20;
+
+/** What orch last saw of one shard and what it did. */
+export interface ShardReport {
+  /** Keyspace. */
+  keyspace: string;
+  /** Shard range. */
+  shard: string;
+  /** The shard record as last read. */
+  record: ShardRecord;
+  /** Durability policy applied. */
+  policy: DurabilityPolicy;
+  /** The last plan. */
+  plan: ShardPlan;
+  /** Instances as last seen. */
+  instances: InstanceView[];
+  /** Recent actions, newest last: `time action: result`. */
+  recentActions: string[];
+  /** When the shard was last checked (ms since the epoch). */
+  checkedAt: number;
+}
+
+/** Options of {@linkcode Reconciler}. */
+export interface ReconcilerOptions {
+  /** The topo. */
+  topo: TopoClient;
+  /** This orch's alias, named as the shard lock's holder. */
+  alias: string;
+  /** Milliseconds between rounds. */
+  intervalMs: number;
+  /** Milliseconds a replica may fail to stream from a running primary before a rebuild. */
+  rebuildAfterMs: number;
+  /** Logger. */
+  logger: Logger;
+}
+
+interface ShardMemory {
+  busy: boolean;
+  report: ShardReport | undefined;
+  recent: string[];
+  lastSummary: string;
+  /** When each replica was first seen not streaming (alias → ms since the epoch). */
+  notStreamingSince: Map<string, number>;
+}
+
+/** Keeps every shard bootstrapped, replicated and durable. */
+export class Reconciler {
+  readonly #o: ReconcilerOptions;
+  readonly #log: Logger;
+  readonly #shards = new Map<string, ShardMemory>();
+  readonly #clients = new Map<string, Client<typeof PoolerManagerService>>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+  #round: Promise<void> = Promise.resolve();
+  #inflight = new Set<Promise<void>>();
+  #lastTopoError = "";
+
+  /** A reconciler; call {@linkcode start}. */
+  constructor(options: ReconcilerOptions) {
+    this.#o = options;
+    this.#log = options.logger;
+  }
+
+  /** Starts the rounds. */
+  start(): void {
+    const loop = () => {
+      if (this.#stopped) return;
+      this.#round = this.#tick().finally(() => {
+        if (!this.#stopped) this.#timer = setTimeout(loop, this.#o.intervalMs);
+      });
+    };
+    loop();
+  }
+
+  /** Stops the rounds and waits for actions in flight. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#round;
+    await Promise.allSettled([...this.#inflight]);
+  }
+
+  /** The last report of every shard, sorted by keyspace and range. */
+  reports(): ShardReport[] {
+    return [...this.#shards.values()].flatMap((m) => m.report !== undefined ? [m.report] : [])
+      .sort((a, b) => `${a.keyspace}/${a.shard}` < `${b.keyspace}/${b.shard}` ? -1 : 1);
+  }
+
+  #client(rpcAddress: string): Client<typeof PoolerManagerService> {
+    let c = this.#clients.get(rpcAddress);
+    if (c === undefined) {
+      c = createRpcClient(PoolerManagerService, `http://${rpcAddress}`);
+      this.#clients.set(rpcAddress, c);
+    }
+    return c;
+  }
+
+  async #tick(): Promise<void> {
+    let shards: { entry: RecordEntry<ShardRecord, [string, string]>; policy: DurabilityPolicy }[];
+    let poolers: PoolerRecord[];
+    try {
+      [shards, poolers] = await Promise.all([this.#readShards(), this.#readPoolers()]);
+      if (this.#lastTopoError !== "") this.#log.info("topo reachable again");
+      this.#lastTopoError = "";
+    } catch (err) {
+      const message = TesseraError.from(err).message;
+      if (message !== this.#lastTopoError) this.#log.warn("cannot read topo", { err });
+      this.#lastTopoError = message;
+      return;
+    }
+    for (const { entry, policy } of shards) {
+      const key = `${entry.value.keyspace}/${entry.value.range}`;
+      let memory = this.#shards.get(key);
+      if (memory === undefined) {
+        memory = {
+          busy: false,
+          report: undefined,
+          recent: [],
+          lastSummary: "",
+          notStreamingSince: new Map(),
+        };
+        this.#shards.set(key, memory);
+      }
+      if (memory.busy) continue;
+      const mine = poolers.filter((p) =>
+        p.keyspace === entry.value.keyspace && p.shard === entry.value.range
+      );
+      memory.busy = true;
+      const work = this.#reconcileShard(entry.value, policy, mine, memory)
+        .catch((err) => this.#log.error("shard check failed", { shard: key, err }))
+        .finally(() => {
+          memory.busy = false;
+          this.#inflight.delete(work);
+        });
+      this.#inflight.add(work);
+    }
+  }
+
+  async #readShards() {
+    const topo = this.#o.topo;
+    const [keyspaces, databases] = await Promise.all([
+      topo.global.keyspaces.list(),
+      topo.global.databases.list(),
+    ]);
+    const policies = new Map<string, DurabilityPolicy>();
+    for (const d of databases) {
+      if (d.type === "record") policies.set(d.value.name, d.value.durability);
+    }
+    const out: { entry: RecordEntry<ShardRecord, [string, string]>; policy: DurabilityPolicy }[] =
+      [];
+    for (const ks of keyspaces) {
+      if (ks.type !== "record") continue;
+      const policy = policies.get(ks.value.database ?? ks.value.name) ?? "none";
+      for (const s of await topo.global.shards.list(ks.value.name)) {
+        if (s.type === "record") out.push({ entry: s, policy });
+      }
+    }
+    return out;
+  }
+
+  async #readPoolers(): Promise<PoolerRecord[]> {
+    const topo = this.#o.topo;
+    const cells = new Set<string>();
+    for (const c of await topo.global.cells.list()) {
+      if (c.type === "record") cells.add(c.value.name);
+    }
+    const lists = await Promise.all(
+      [...cells].map(async (cell) => (await topo.cell(cell)).poolers.list()),
+    );
+    return lists.flat().flatMap((p) => p.type === "record" ? [p.value] : []);
+  }
+
+  async #view(
+    p: PoolerRecord,
+    memory: ShardMemory,
+    primaryRunning: boolean,
+  ): Promise<InstanceView> {
+    const base: InstanceView = {
+      alias: p.alias,
+      cell: p.cell,
+      reachable: false,
+      managed: false,
+      pgctldKnown: false,
+      initialized: false,
+      running: false,
+      standby: false,
+      source: "",
+      postgresAddress: p.postgresAddress ?? "",
+      role: "unknown",
+      lsn: "",
+      walReceiver: "",
+      standbys: [],
+      synchronousStandbyNames: "",
+      notStreamingMs: 0,
+      error: "",
+    };
+    let s: ManagerStatusResponse;
+    try {
+      s = await this.#client(p.rpcAddress).managerStatus({}, { timeoutMs: STATUS_TIMEOUT_MS });
+    } catch (err) {
+      return { ...base, error: TesseraError.from(err).message };
+    }
+    const role = s.postgres?.role === PostgresRole.PRIMARY
+      ? "primary"
+      : s.postgres?.role === PostgresRole.REPLICA
+      ? "replica"
+      : "unknown";
+    const view: InstanceView = {
+      ...base,
+      reachable: true,
+      managed: s.managed,
+      pgctldKnown: s.managed && s.pgctldError === "",
+      initialized: s.initialized,
+      running: s.running,
+      standby: s.standby,
+      source: s.primaryHost !== "" ? `${s.primaryHost}:${s.primaryPort}` : "",
+      postgresAddress: s.postgresAddress || base.postgresAddress,
+      role,
+      lsn: s.postgres?.lsn ?? "",
+      walReceiver: s.walReceiverStatus,
+      standbys: s.standbys.map((x) => ({
+        name: x.applicationName,
+        state: x.state,
+        syncState: x.syncState,
+      })),
+      synchronousStandbyNames: s.synchronousStandbyNames,
+      error: s.pgctldError,
+    };
+    if (role === "replica" && view.walReceiver !== "streaming" && primaryRunning) {
+      const since = memory.notStreamingSince.get(p.alias) ?? Date.now();
+      memory.notStreamingSince.set(p.alias, since);
+      view.notStreamingMs = Date.now() - since;
+    } else {
+      memory.notStreamingSince.delete(p.alias);
+    }
+    return view;
+  }
+
+  async #input(
+    record: ShardRecord,
+    policy: DurabilityPolicy,
+    poolers: PoolerRecord[],
+    memory: ShardMemory,
+  ): Promise<ShardInput> {
+    const primaryRecord = poolers.find((p) => p.alias === record.primaryAlias);
+    const primaryRunning = primaryRecord?.type === "primary";
+    const instances = await Promise.all(poolers.map((p) => this.#view(p, memory, primaryRunning)));
+    return { record, policy, instances, rebuildAfterMs: this.#o.rebuildAfterMs };
+  }
+
+  async #reconcileShard(
+    record: ShardRecord,
+    policy: DurabilityPolicy,
+    poolers: PoolerRecord[],
+    memory: ShardMemory,
+  ): Promise<void> {
+    const key = `${record.keyspace}/${record.range}`;
+    let input = await this.#input(record, policy, poolers, memory);
+    let plan = planShard(input);
+    this.#report(key, input, plan, memory);
+    if (plan.actions.length === 0) return;
+
+    const lock = await this.#o.topo.lockShard(record.keyspace, record.range, {
+      holder: `orch ${this.#o.alias}: bootstrap and repair`,
+      timeoutMs: 5000,
+    });
+    try {
+      // Under the lock: read the shard record and the instances again, and plan again.
+      const fresh = await this.#o.topo.global.shards.get(record.keyspace, record.range);
+      if (fresh === undefined) return;
+      input = await this.#input(fresh.value, policy, poolers, memory);
+      plan = planShard(input);
+      this.#report(key, input, plan, memory);
+      for (const action of plan.actions) {
+        if (lock.signal.aborted) throw lock.signal.reason;
+        await this.#carryOut(fresh.value, action, poolers, memory);
+      }
+    } finally {
+      await lock.release();
+    }
+  }
+
+  async #carryOut(
+    record: ShardRecord,
+    action: ShardAction,
+    poolers: PoolerRecord[],
+    memory: ShardMemory,
+  ): Promise<void> {
+    const shard = `${record.keyspace}/${record.range}`;
+    const pooler = poolers.find((p) => p.alias === action.alias);
+    const label = describe(action);
+    const started = performance.now();
+    this.#log.info("shard action", { shard, term: record.term, action: label });
+    try {
+      if (action.kind === "recordPrimary") {
+        const written = await this.#o.topo.global.shards.update(
+          [record.keyspace, record.range],
+          (cur) => {
+            if (cur === undefined) return undefined;
+            if (cur.value.primaryAlias !== undefined) {
+              throw new TesseraError(
+                SqlState.serializationFailure,
+                `shard ${shard} got primary ${cur.value.primaryAlias} meanwhile`,
+              );
+            }
+            return { ...cur.value, primaryAlias: action.alias, term: cur.value.term + 1 };
+          },
+        );
+        this.#remember(memory, `${label}: term ${written?.value.term}`);
+        this.#log.info("shard primary recorded", {
+          shard,
+          primary: action.alias,
+          term: written?.value.term,
+        });
+        return;
+      }
+      if (pooler === undefined) {
+        throw new TesseraError(
+          SqlState.objectNotInPrerequisiteState,
+          `pooler ${action.alias} is gone`,
+        );
+      }
+      const client = this.#client(pooler.rpcAddress);
+      switch (action.kind) {
+        case "initPrimary":
+          await client.initPrimary({}, { timeoutMs: 120_000 });
+          break;
+        case "startPostgres":
+          await client.startPostgres({}, { timeoutMs: 90_000 });
+          break;
+        case "initReplica": {
+          const [host, port] = hostPort(action.primaryAddress);
+          await client.initReplica(
+            { primaryHost: host, primaryPort: port, replaceExisting: action.replaceExisting },
+            { timeoutMs: 900_000 },
+          );
+          memory.notStreamingSince.delete(action.alias);
+          break;
+        }
+        case "repoint": {
+          const [host, port] = hostPort(action.primaryAddress);
+          await client.setReplicationSource({ primaryHost: host, primaryPort: port });
+          break;
+        }
+        case "setDurability":
+          await client.setDurability({ synchronousStandbyNames: action.names });
+          break;
+      }
+      const ms = Math.round(performance.now() - started);
+      this.#remember(memory, `${label}: done in ${ms} ms`);
+      this.#log.info("shard action done", { shard, term: record.term, action: label, ms });
+    } catch (err) {
+      const e = TesseraError.from(err);
+      this.#remember(memory, `${label}: failed: ${e.message}`);
+      this.#log.warn("shard action failed", { shard, term: record.term, action: label, err });
+      throw err;
+    }
+  }
+
+  #remember(memory: ShardMemory, line: string): void {
+    memory.recent.push(`${new Date().toISOString()} ${line}`);
+    if (memory.recent.length > RECENT_ACTIONS) memory.recent.shift();
+    if (memory.report !== undefined) memory.report.recentActions = [...memory.recent];
+  }
+
+  #report(key: string, input: ShardInput, plan: ShardPlan, memory: ShardMemory): void {
+    const [keyspace = "", shard = ""] = [input.record.keyspace, input.record.range];
+    memory.report = {
+      keyspace,
+      shard,
+      record: input.record,
+      policy: input.policy,
+      plan,
+      instances: input.instances,
+      recentActions: [...memory.recent],
+      checkedAt: Date.now(),
+    };
+    const summary = `${plan.health}: ${plan.reasons.join("; ")}`;
+    if (summary !== memory.lastSummary) {
+      const fields = {
+        shard: key,
+        term: input.record.term,
+        primary: input.record.primaryAlias ?? "",
+        health: plan.health,
+        reasons: plan.reasons,
+      };
+      if (plan.health === "ok") this.#log.info("shard state", fields);
+      else this.#log.warn("shard state", fields);
+      memory.lastSummary = summary;
+    }
+  }
+}
+
+function describe(a: ShardAction): string {
+  switch (a.kind) {
+    case "initPrimary":
+      return `init primary ${a.alias}`;
+    case "recordPrimary":
+      return `record primary ${a.alias}`;
+    case "startPostgres":
+      return `start postgres of ${a.alias}`;
+    case "initReplica":
+      return `${
+        a.replaceExisting ? "rebuild" : "init"
+      } replica ${a.alias} from ${a.primaryAddress}`;
+    case "repoint":
+      return `repoint ${a.alias} to ${a.primaryAddress}`;
+    case "setDurability":
+      return `set synchronous_standby_names on ${a.alias} to '${a.names}'`;
+  }
+}
+
+function hostPort(address: string): [string, number] {
+  const i = address.lastIndexOf(":");
+  const host = address.slice(0, i).replace(/^\[(.*)\]$/, "$1");
+  return [host, Number(address.slice(i + 1))];
+}
