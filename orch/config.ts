@@ -16,7 +16,8 @@ export const orchConfigSchema = z.object({
   topoEndpoints: z.array(z.string().url()).min(1, "give at least one --topo-endpoint"),
   topoRoot: z.string().startsWith("/").default("/tessera"),
   leaseTtl: z.coerce.number().int().min(2).max(300).default(10),
-  checkInterval: positiveIntSchema.default(1000),
+  checkInterval: positiveIntSchema.default(500),
+  failoverAfter: positiveIntSchema.default(1500),
   rebuildAfter: positiveIntSchema.default(30),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
@@ -51,7 +52,13 @@ export const orchConfigSpec: ConfigSpec<typeof orchConfigSchema> = {
     checkInterval: {
       flag: "check-interval",
       env: "ORCH_CHECK_INTERVAL",
-      description: "milliseconds between checks of every shard (default 1000)",
+      description: "milliseconds between checks of every shard (default 500)",
+    },
+    failoverAfter: {
+      flag: "failover-after",
+      env: "ORCH_FAILOVER_AFTER",
+      description: "milliseconds every signal must agree a primary is down before failover " +
+        "(default 1500)",
     },
     rebuildAfter: {
       flag: "rebuild-after",

@@ -53,6 +53,7 @@ export async function runOrch(
       alias: config.alias,
       intervalMs: config.checkInterval,
       rebuildAfterMs: config.rebuildAfter * 1000,
+      failoverAfterMs: config.failoverAfter,
       logger,
     });
     const identity = { alias: config.alias, cell: config.cell };

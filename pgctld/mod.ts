@@ -17,6 +17,7 @@ export {
   type InstanceOptions,
   type InstanceStatus,
   PostgresInstance,
+  type RewindOptions,
   type StopMode,
 } from "./postgres/instance.ts";
 export { type ReplicationSource, validateReplicationSource } from "./postgres/conninfo.ts";

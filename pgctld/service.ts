@@ -115,6 +115,13 @@ export function registerPgctldService(
         status: toStatus(await instance.setReplicationSource(validateReplicationSource(req))),
       };
     },
+    async rewind(req) {
+      const status = await instance.rewind({
+        source: validateReplicationSource(req),
+        waitSeconds: waitSeconds(req.waitSeconds),
+      });
+      return { status: toStatus(status) };
+    },
     async promote(req) {
       return { status: toStatus(await instance.promote(waitSeconds(req.waitSeconds))) };
     },

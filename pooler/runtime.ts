@@ -111,11 +111,13 @@ export async function runPooler(
       password: config.postgresPassword,
     }, logger);
     cleanups.push(() => probe.close());
+    let registration: TopoRegistration<PoolerRecord> | undefined;
     const manager = new InstanceManager({
       alias: config.alias,
       pgctldAddress: config.pgctldAddress,
       probe,
       logger,
+      onRoleChange: async () => await registration?.refresh(),
     });
     const identity: PoolerIdentity = {
       alias: config.alias,
@@ -148,7 +150,7 @@ export async function runPooler(
     cleanups.push(() => http.shutdown());
 
     if (topo !== undefined) {
-      const registration = new TopoRegistration<PoolerRecord>({
+      registration = new TopoRegistration<PoolerRecord>({
         store: async () => (await topo.cell(config.cell)).poolers,
         record: () => poolerRecord(config, pooler, probe, manager),
         ttlSeconds: config.leaseTtl,
@@ -156,7 +158,8 @@ export async function runPooler(
         logger,
       });
       registration.start();
-      cleanups.push(() => registration.stop());
+      const registered = registration;
+      cleanups.push(() => registered.stop());
     }
     logger.info("pooler serving", {
       listen: pooler.addresses.map((a) =>

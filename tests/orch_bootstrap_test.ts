@@ -151,10 +151,13 @@ Deno.test({
       }, 180_000);
       console.log(`bootstrap of 1 primary + 2 replicas took ${Date.now() - started} ms`);
       assertEquals(shard.term, 1n);
-      assertEquals(shard.primaryAlias, "app-0-0");
-      assertEquals(shard.synchronousStandbyNames, 'ANY 1 ("app-0-1", "app-0-2")');
+      const P = Number(shard.primaryAlias.at(-1));
+      const [R1, R2] = [0, 1, 2].filter((i) => i !== P) as [number, number];
+      const alias = (i: number) => `app-0-${i}`;
+      assertEquals(shard.primaryAlias, alias(P));
+      assertEquals(shard.synchronousStandbyNames, `ANY 1 ("${alias(R1)}", "${alias(R2)}")`);
       const record = (await topo.global.shards.get("app", "0"))!.value;
-      assertEquals([record.primaryAlias, record.term], ["app-0-0", 1]);
+      assertEquals([record.primaryAlias, record.term], [alias(P), 1]);
       const roles = await waitFor("pooler records with roles", async () => {
         const list = await (await topo.cell("zone1")).poolers.list();
         const types = list.flatMap((p) =>
@@ -163,44 +166,44 @@ Deno.test({
           .sort();
         return types.length === 3 && !types.some((t) => t.endsWith("unknown")) ? types : undefined;
       });
-      assertEquals(roles, ["app-0-0=primary", "app-0-1=replica", "app-0-2=replica"]);
+      assertEquals(roles, [0, 1, 2].map((i) => `${alias(i)}=${i === P ? "primary" : "replica"}`));
 
       // Writes on the primary reach both replicas; the replicas refuse writes.
-      await sql(port(POOLER, 0), "create table t (id int primary key, v text)");
+      await sql(port(POOLER, P), "create table t (id int primary key, v text)");
       await sql(
-        port(POOLER, 0),
+        port(POOLER, P),
         "insert into t select g, 'row ' || g from generate_series(1, 100) g",
       );
-      for (const i of [1, 2]) {
-        await waitFor(`rows on replica ${i}`, async () => {
+      for (const i of [R1, R2]) {
+        await waitFor(`rows on replica ${alias(i)}`, async () => {
           const rows = await sql(port(POOLER, i), "select count(*)::int as n from t");
           return rows[0]?.n === 100 ? true : undefined;
         });
       }
       const sync = await sql(
-        port(POOLER, 0),
+        port(POOLER, P),
         "select application_name, sync_state from pg_stat_replication order by 1",
       );
       assertEquals(sync.map((r) => `${r.application_name}:${r.sync_state}`), [
-        "app-0-1:quorum",
-        "app-0-2:quorum",
+        `${alias(R1)}:quorum`,
+        `${alias(R2)}:quorum`,
       ]);
 
       // A replica's Postgres stopped behind orch's back is started again.
-      await pgctldRpc(1).stop({ mode: StopMode.FAST });
+      await pgctldRpc(R1).stop({ mode: StopMode.FAST });
       await waitFor("replica 1 to be started again", async () => {
-        const st = (await pgctldRpc(1).status({})).status!;
+        const st = (await pgctldRpc(R1).status({})).status!;
         return st.running ? true : undefined;
       }, 60_000);
 
       // Durability: with both replicas gone a commit does not return; it does when one is back.
-      for (const i of [1, 2]) {
+      for (const i of [R1, R2]) {
         await instances[i]!.pooler.stop();
         await pgctldRpc(i).stop({ mode: StopMode.FAST });
       }
       const writer = new pg.Client({
         host: "127.0.0.1",
-        port: port(POOLER, 0),
+        port: port(POOLER, P),
         user: "postgres",
         database: "postgres",
       });
@@ -216,40 +219,40 @@ Deno.test({
         return s?.health === "blocked" && !s.durabilityMet ? s : undefined;
       });
       assert(blocked.reason.includes("at_least_1"), blocked.reason);
-      instances[2]!.pooler = await startTask(
+      instances[R2]!.pooler = await startTask(
         "pooler",
-        instances[2]!.poolerArgs,
-        `${base}/app-0-2/pooler.log`,
+        instances[R2]!.poolerArgs,
+        `${base}/${alias(R2)}/pooler.log`,
       );
       await waitFor("the blocked commit to return", () => acknowledged ? true : undefined, 90_000);
       await write;
       await writer.end();
       const back = await waitFor("replica 2's copy of the commit", async () => {
-        const rows = await sql(port(POOLER, 2), "select v from t where id = 1000");
+        const rows = await sql(port(POOLER, R2), "select v from t where id = 1000");
         return rows[0]?.v as string | undefined;
       });
       assertEquals(back, "needs a replica");
 
       // A replica that lost its data is rebuilt from a new base backup.
-      instances[1]!.pooler = await startTask(
+      instances[R1]!.pooler = await startTask(
         "pooler",
-        instances[1]!.poolerArgs,
-        `${base}/app-0-1/pooler.log`,
+        instances[R1]!.poolerArgs,
+        `${base}/${alias(R1)}/pooler.log`,
       );
       await waitFor("replica 1 running", async () => {
-        const st = (await pgctldRpc(1).status({})).status!;
+        const st = (await pgctldRpc(R1).status({})).status!;
         return st.running ? true : undefined;
       }, 60_000);
-      await instances[1]!.pooler.stop();
-      await pgctldRpc(1).stop({ mode: StopMode.IMMEDIATE });
-      await Deno.remove(instances[1]!.dataDir, { recursive: true });
-      instances[1]!.pooler = await startTask(
+      await instances[R1]!.pooler.stop();
+      await pgctldRpc(R1).stop({ mode: StopMode.IMMEDIATE });
+      await Deno.remove(instances[R1]!.dataDir, { recursive: true });
+      instances[R1]!.pooler = await startTask(
         "pooler",
-        instances[1]!.poolerArgs,
-        `${base}/app-0-1/pooler.log`,
+        instances[R1]!.poolerArgs,
+        `${base}/${alias(R1)}/pooler.log`,
       );
       await waitFor("replica 1 rebuilt with every row", async () => {
-        const rows = await sql(port(POOLER, 1), "select count(*)::int as n from t");
+        const rows = await sql(port(POOLER, R1), "select count(*)::int as n from t");
         return rows[0]?.n === 101 ? true : undefined;
       }, 120_000);
       await waitFor("the shard ok again", async () => {

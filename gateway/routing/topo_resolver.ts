@@ -105,7 +105,8 @@ function leastLoaded(candidates: ViewPooler[], options: PlanOptions): ViewPooler
  * - the shard: an unsharded keyspace has one; a keyspace with several shards is `unsupported`
  *   here (sharded routing is the planner's job);
  * - `primary`: the pooler named by the shard record's `primaryAlias` when set (only that one,
- *   so that a stale primary is never written to after a failover), else the registered pooler of
+ *   so that a stale primary is never written to after a failover, and only once it no longer
+ *   reports itself a replica, so that writes wait out a promotion), else the registered pooler of
  *   type `primary` (the latest registered when several claim it);
  * - `replica`: the least loaded registered replica (round robin among equals by `turn`),
  *   preferring the gateway's cell, then the primary when `replicaFallback` is on;
@@ -149,7 +150,10 @@ export function planTarget(
 
   const primary = (): ViewPooler | undefined => {
     if (shardRecord?.primaryAlias !== undefined) {
-      return serving.find((p) => p.record.alias === shardRecord.primaryAlias);
+      // A recorded primary still reporting itself a replica is being promoted: wait for it.
+      return serving.find((p) =>
+        p.record.alias === shardRecord.primaryAlias && p.record.type !== "replica"
+      );
     }
     let best: ViewPooler | undefined;
     for (const p of serving) {

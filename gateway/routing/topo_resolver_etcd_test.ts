@@ -139,7 +139,11 @@ Deno.test("resolver: primaryAlias in the shard record decides", async () => {
       primaryAlias: "p2",
       term: 2,
     });
-    await eventually("shard record seen", () => resolver.shardTargets()[0]?.primary === "p2");
+    await eventually("shard record seen", () => resolver.shardTargets()[0]?.term === 2);
+    // p2 still reports itself a replica (being promoted): writes wait until it is a primary.
+    const pending = resolver.resolve(parseDatabaseName("app"));
+    await store.put(["p2"], record("p2", "primary"));
+    assertEquals((await pending).alias, "p2");
     const endpoint = await resolver.resolve(parseDatabaseName("app"));
     assertEquals([endpoint.alias, endpoint.term], ["p2", 2]);
   });

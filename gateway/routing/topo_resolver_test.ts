@@ -65,7 +65,7 @@ const cases: Case[] = [
   },
   {
     name: "primaryAlias wins over a pooler that still claims primary",
-    view: view([pooler("old", "primary"), pooler("new", "replica")], [{
+    view: view([pooler("old", "primary"), pooler("new", "primary")], [{
       keyspace: "app",
       range: "0",
       primaryAlias: "new",
@@ -73,6 +73,17 @@ const cases: Case[] = [
     }]),
     database: "app",
     expected: "new",
+  },
+  {
+    name: "a recorded primary still reporting replica is being promoted: wait, never the old one",
+    view: view([pooler("old", "primary"), pooler("new", "replica")], [{
+      keyspace: "app",
+      range: "0",
+      primaryAlias: "new",
+      term: 2,
+    }]),
+    database: "app",
+    expected: "!unavailable",
   },
   {
     name: "primaryAlias set but not registered: nothing serves",

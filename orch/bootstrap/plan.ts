@@ -69,6 +69,12 @@ export interface InstanceView {
   synchronousStandbyNames: string;
   /** How long the replica has not been streaming while the primary ran, in ms (0 when it is). */
   notStreamingMs: number;
+  /** Replica: last WAL position received and flushed (`pg_last_wal_receive_lsn()`). */
+  receiveLsn: string;
+  /** A rewind of this instance failed: rebuild it from a base backup instead. */
+  rewindFailed: boolean;
+  /** Primary: the databases that exist in it. */
+  databases: string[];
   /** Why the pooler or pgctld could not be asked, if so. */
   error: string;
 }
@@ -83,6 +89,16 @@ export interface ShardInput {
   instances: InstanceView[];
   /** After how long without streaming a replica is rebuilt, in ms. */
   rebuildAfterMs: number;
+  /** The Postgres database clients reach the shard as (the keyspace's name). */
+  databaseName?: string;
+  /**
+   * How long every signal has agreed that the recorded primary is down, in ms (0 while any says
+   * it is up): its pooler and pgctld, a direct probe of its Postgres port, and no replica
+   * streaming from it.
+   */
+  primaryDownMs?: number;
+  /** After how long down the primary is failed over, in ms. */
+  failoverAfterMs?: number;
 }
 
 /** One step orch takes. */
@@ -92,7 +108,12 @@ export type ShardAction =
   | { kind: "startPostgres"; alias: string }
   | { kind: "initReplica"; alias: string; primaryAddress: string; replaceExisting: boolean }
   | { kind: "repoint"; alias: string; primaryAddress: string }
-  | { kind: "setDurability"; alias: string; names: string };
+  | { kind: "setDurability"; alias: string; names: string }
+  | { kind: "stopPostgres"; alias: string; immediate: boolean }
+  | { kind: "failover"; alias: string; from: string }
+  | { kind: "promote"; alias: string }
+  | { kind: "rewind"; alias: string; primaryAddress: string }
+  | { kind: "createDatabase"; alias: string; name: string };
 
 /** Health of a shard as orch sees it. */
 export type ShardHealth = "ok" | "bootstrapping" | "degraded" | "blocked" | "stalled";
@@ -187,6 +208,45 @@ export function planShard(input: ShardInput): ShardPlan {
   let primaryServing = false;
   let primaryAddress = "";
   let health: ShardHealth = "ok";
+
+  // Failover: every signal says the primary is down and a replica runs.
+  const candidates = actionable.filter((i) =>
+    i.alias !== primaryAlias && i.running && i.role === "replica"
+  );
+  const downMs = input.primaryDownMs ?? 0;
+  if (downMs > 0) {
+    reasons.push(`primary ${primaryAlias} down for ${Math.round(downMs / 100) / 10} s`);
+  }
+  if (downMs > 0 && downMs >= (input.failoverAfterMs ?? Infinity) && candidates.length > 0) {
+    const replicas = instances.filter((i) => i.alias !== primaryAlias);
+    const needed = required === 0 ? 1 : Math.max(1, replicas.length - required + 1);
+    if (candidates.length < needed) {
+      reasons.unshift(
+        `primary ${primaryAlias} is down but only ${candidates.length} of ${replicas.length} ` +
+          `replicas answer; ${needed} are needed to be sure the new primary has every ` +
+          `commit acknowledged under ${input.policy}`,
+      );
+      return done("stalled");
+    }
+    const best = [...candidates].sort((a, b) => {
+      const d = compareLsn(b.receiveLsn || b.lsn, a.receiveLsn || a.lsn);
+      return d !== 0 ? d : a.alias < b.alias ? -1 : 1;
+    })[0]!;
+    if (
+      primary !== undefined && primary.reachable && primary.managed && primary.pgctldKnown &&
+      primary.running
+    ) {
+      actions.push({ kind: "stopPostgres", alias: primaryAlias, immediate: true });
+    }
+    actions.push({ kind: "failover", alias: best.alias, from: primaryAlias });
+    reasons.unshift(
+      `failing over from ${primaryAlias} to ${best.alias} (received up to ${
+        best.receiveLsn || best.lsn
+      })`,
+    );
+    return done("degraded");
+  }
+
   if (primary === undefined) {
     reasons.unshift(`primary ${primaryAlias} (term ${record.term}) has no registered pooler`);
     health = "degraded";
@@ -195,19 +255,35 @@ export function planShard(input: ShardInput): ShardPlan {
   } else if (!primary.initialized) {
     reasons.unshift(`primary ${primaryAlias} has no data directory`);
     health = "stalled";
-  } else if (primary.standby) {
-    reasons.unshift(`primary ${primaryAlias} is configured as a standby`);
-    health = "stalled";
-  } else if (!primary.running) {
-    actions.push({ kind: "startPostgres", alias: primaryAlias });
-    reasons.unshift(`starting primary ${primaryAlias}`);
+  } else if (primary.running && (primary.role === "replica" || primary.standby)) {
+    // A failover recorded this primary but stopped before promoting it.
+    actions.push({ kind: "promote", alias: primaryAlias });
+    reasons.unshift(`promoting ${primaryAlias}, recorded as primary of term ${record.term}`);
     health = "degraded";
-  } else if (primary.role === "replica") {
-    reasons.unshift(`primary ${primaryAlias} runs in recovery`);
-    health = "stalled";
+  } else if (primary.standby) {
+    actions.push({ kind: "startPostgres", alias: primaryAlias });
+    reasons.unshift(`starting ${primaryAlias} to promote it`);
+    health = "degraded";
+  } else if (!primary.running) {
+    if (candidates.length === 0) {
+      actions.push({ kind: "startPostgres", alias: primaryAlias });
+      reasons.unshift(`starting primary ${primaryAlias}`);
+    } else {
+      reasons.unshift(`primary ${primaryAlias} is stopped; failover when it stays down`);
+    }
+    health = "degraded";
+  } else if (primary.role !== "primary") {
+    reasons.unshift(`primary ${primaryAlias} does not answer`);
+    health = "degraded";
   } else {
-    primaryServing = primary.role === "primary";
+    primaryServing = true;
     primaryAddress = primary.postgresAddress;
+    const db = input.databaseName;
+    if (db !== undefined && !primary.databases.includes(db)) {
+      actions.push({ kind: "createDatabase", alias: primaryAlias, name: db });
+      reasons.push(`creating database ${db} on ${primaryAlias}`);
+      health = "degraded";
+    }
     if (primaryAddress === "") {
       reasons.push(`primary ${primaryAlias} has no TCP address for replicas`);
       health = "degraded";
@@ -232,7 +308,20 @@ export function planShard(input: ShardInput): ShardPlan {
       continue;
     }
     if (!r.standby) {
-      reasons.push(`${r.alias} has data of its own and is not a standby: it needs a rewind`);
+      if (primaryServing && primaryAddress !== "") {
+        actions.push(
+          r.rewindFailed
+            ? { kind: "initReplica", alias: r.alias, primaryAddress, replaceExisting: true }
+            : { kind: "rewind", alias: r.alias, primaryAddress },
+        );
+        reasons.push(
+          `${r.alias} is a former primary: ${
+            r.rewindFailed ? "rebuilding it (its rewind failed)" : "rewinding it"
+          } to rejoin as a replica of ${primaryAlias}`,
+        );
+      } else {
+        reasons.push(`${r.alias} is a former primary; it rejoins once the primary serves`);
+      }
       health = worse(health, "degraded");
       continue;
     }
@@ -308,6 +397,16 @@ export function planShard(input: ShardInput): ShardPlan {
       durabilityMet: false,
     };
   }
+}
+
+/** Orders two LSNs (`X/Y` hex); an empty LSN is the lowest. */
+export function compareLsn(a: string, b: string): number {
+  const value = (l: string) => {
+    const m = /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/.exec(l);
+    return m === null ? -1n : (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`);
+  };
+  const d = value(a) - value(b);
+  return d < 0n ? -1 : d > 0n ? 1 : 0;
 }
 
 const ORDER: ShardHealth[] = ["ok", "bootstrapping", "degraded", "blocked", "stalled"];

@@ -26,6 +26,9 @@ function instance(alias: string, over: Partial<InstanceView> = {}): InstanceView
     standbys: [],
     synchronousStandbyNames: "",
     notStreamingMs: 0,
+    receiveLsn: "",
+    rewindFailed: false,
+    databases: [],
     error: "",
     ...over,
   };
@@ -75,7 +78,7 @@ const kinds = (p: ReturnType<typeof planShard>) =>
   p.actions.map((a) =>
     a.kind === "initReplica"
       ? `${a.kind} ${a.alias} ${a.primaryAddress}${a.replaceExisting ? " replace" : ""}`
-      : a.kind === "repoint"
+      : a.kind === "repoint" || a.kind === "rewind"
       ? `${a.kind} ${a.alias} ${a.primaryAddress}`
       : a.kind === "setDurability"
       ? `${a.kind} ${a.alias} ${a.names}`
@@ -212,13 +215,142 @@ const CASES: Case[] = [
     health: "degraded",
   },
   {
-    name: "an ex-primary with its own data is never rebuilt or started as a replica",
+    name: "a former primary is rewound onto the primary, never started as a primary",
     input: input({
       ...withPrimary("a"),
       policy: "none",
       instances: [primaryUp("a"), instance("b", { initialized: true })],
     }),
+    actions: ["rewind b 127.0.0.1:1a"],
+    health: "degraded",
+  },
+  {
+    name: "a former primary still running as a primary is rewound too (rewind stops it)",
+    input: input({
+      ...withPrimary("a", 2),
+      policy: "none",
+      instances: [primaryUp("a"), primaryUp("b")],
+    }),
+    actions: ["rewind b 127.0.0.1:1a"],
+    health: "degraded",
+  },
+  {
+    name: "a former primary whose rewind failed is rebuilt",
+    input: input({
+      ...withPrimary("a"),
+      policy: "none",
+      instances: [primaryUp("a"), instance("b", { initialized: true, rewindFailed: true })],
+    }),
+    actions: ["initReplica b 127.0.0.1:1a replace"],
+    health: "degraded",
+  },
+  {
+    name: "a former primary waits while the primary is down",
+    input: input({
+      ...withPrimary("a"),
+      policy: "none",
+      instances: [instance("a", { reachable: false }), instance("b", { initialized: true })],
+    }),
     actions: [],
+    health: "degraded",
+  },
+  {
+    name: "primary down briefly: no failover yet (one lost heartbeat is not a failure)",
+    input: input({
+      ...withPrimary("a"),
+      primaryDownMs: 600,
+      failoverAfterMs: 1500,
+      instances: [
+        instance("a", { reachable: false }),
+        replicaUp("b", "127.0.0.1:1a", { walReceiver: "" }),
+        replicaUp("c", "127.0.0.1:1a", { walReceiver: "" }),
+      ],
+    }),
+    actions: [],
+    health: "degraded",
+  },
+  {
+    name: "primary down past the limit: the replica with the highest received LSN is promoted",
+    input: input({
+      ...withPrimary("a"),
+      primaryDownMs: 2000,
+      failoverAfterMs: 1500,
+      instances: [
+        instance("a", { reachable: false }),
+        replicaUp("b", "127.0.0.1:1a", { walReceiver: "", receiveLsn: "0/3000100" }),
+        replicaUp("c", "127.0.0.1:1a", { walReceiver: "", receiveLsn: "0/30000F0" }),
+      ],
+    }),
+    actions: ["failover b"],
+    health: "degraded",
+  },
+  {
+    name: "LSNs compare as numbers, not as text",
+    input: input({
+      ...withPrimary("a"),
+      primaryDownMs: 2000,
+      failoverAfterMs: 1500,
+      instances: [
+        instance("a", { reachable: false }),
+        replicaUp("b", "127.0.0.1:1a", { walReceiver: "", receiveLsn: "0/9000000" }),
+        replicaUp("c", "127.0.0.1:1a", { walReceiver: "", receiveLsn: "1/10000" }),
+      ],
+    }),
+    actions: ["failover c"],
+    health: "degraded",
+  },
+  {
+    name: "a reachable primary whose Postgres died is fenced before the failover",
+    input: input({
+      ...withPrimary("a"),
+      primaryDownMs: 2000,
+      failoverAfterMs: 1500,
+      instances: [
+        instance("a", { initialized: true, running: true, role: "unknown" }),
+        replicaUp("b", "127.0.0.1:1a", { walReceiver: "", receiveLsn: "0/3000100" }),
+        replicaUp("c", "127.0.0.1:1a", { walReceiver: "", receiveLsn: "0/3000100" }),
+      ],
+    }),
+    actions: ["stopPostgres a", "failover b"],
+    health: "degraded",
+  },
+  {
+    name: "at_least_1 with 2 replicas and only 1 answering: no failover (could lose a commit)",
+    input: input({
+      ...withPrimary("a"),
+      primaryDownMs: 5000,
+      failoverAfterMs: 1500,
+      instances: [
+        instance("a", { reachable: false }),
+        replicaUp("b", "127.0.0.1:1a", { walReceiver: "" }),
+        instance("c", { reachable: false }),
+      ],
+    }),
+    actions: [],
+    health: "stalled",
+  },
+  {
+    name: "cluster restart: primary stopped and no replica running: start the primary",
+    input: input({
+      ...withPrimary("a"),
+      primaryDownMs: 5000,
+      failoverAfterMs: 1500,
+      instances: [
+        instance("a", { initialized: true }),
+        instance("b", { initialized: true, standby: true }),
+      ],
+    }),
+    actions: ["startPostgres a", "startPostgres b"],
+    health: "degraded",
+  },
+  {
+    name: "a failover interrupted before promotion is finished: promote the recorded primary",
+    input: input({
+      ...withPrimary("b", 2),
+      policy: "none",
+      instances: [replicaUp("b", "127.0.0.1:1a", { walReceiver: "" })],
+    }),
+    actions: ["promote b"],
     health: "degraded",
   },
   {

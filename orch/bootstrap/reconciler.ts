@@ -67,6 +67,8 @@ export interface ReconcilerOptions {
   intervalMs: number;
   /** Milliseconds a replica may fail to stream from a running primary before a rebuild. */
   rebuildAfterMs: number;
+  /** Milliseconds every signal must agree a primary is down before it is failed over. */
+  failoverAfterMs: number;
   /** Logger. */
   logger: Logger;
 }
@@ -78,6 +80,12 @@ interface ShardMemory {
   lastSummary: string;
   /** When each replica was first seen not streaming (alias → ms since the epoch). */
   notStreamingSince: Map<string, number>;
+  /** When every signal first agreed that the recorded primary is down; 0 while it is up. */
+  primaryDownSince: number;
+  /** The recorded primary's Postgres address as last known. */
+  primaryAddress: string;
+  /** Instances whose rewind failed (they are rebuilt instead). */
+  rewindFailed: Set<string>;
 }
 
 /** Keeps every shard bootstrapped, replicated and durable. */
@@ -155,6 +163,9 @@ export class Reconciler {
           recent: [],
           lastSummary: "",
           notStreamingSince: new Map(),
+          primaryDownSince: 0,
+          primaryAddress: "",
+          rewindFailed: new Set(),
         };
         this.#shards.set(key, memory);
       }
@@ -229,6 +240,9 @@ export class Reconciler {
       standbys: [],
       synchronousStandbyNames: "",
       notStreamingMs: 0,
+      receiveLsn: "",
+      rewindFailed: memory.rewindFailed.has(p.alias),
+      databases: [],
       error: "",
     };
     let s: ManagerStatusResponse;
@@ -254,6 +268,7 @@ export class Reconciler {
       postgresAddress: s.postgresAddress || base.postgresAddress,
       role,
       lsn: s.postgres?.lsn ?? "",
+      receiveLsn: s.postgres?.receiveLsn ?? "",
       walReceiver: s.walReceiverStatus,
       standbys: s.standbys.map((x) => ({
         name: x.applicationName,
@@ -261,6 +276,7 @@ export class Reconciler {
         syncState: x.syncState,
       })),
       synchronousStandbyNames: s.synchronousStandbyNames,
+      databases: s.databases,
       error: s.pgctldError,
     };
     if (role === "replica" && view.walReceiver !== "streaming" && primaryRunning) {
@@ -282,7 +298,41 @@ export class Reconciler {
     const primaryRecord = poolers.find((p) => p.alias === record.primaryAlias);
     const primaryRunning = primaryRecord?.type === "primary";
     const instances = await Promise.all(poolers.map((p) => this.#view(p, memory, primaryRunning)));
-    return { record, policy, instances, rebuildAfterMs: this.#o.rebuildAfterMs };
+    const primaryDownMs = await this.#primaryDown(record, instances, memory);
+    return {
+      record,
+      policy,
+      instances,
+      rebuildAfterMs: this.#o.rebuildAfterMs,
+      databaseName: record.keyspace,
+      primaryDownMs,
+      failoverAfterMs: this.#o.failoverAfterMs,
+    };
+  }
+
+  /**
+   * How long every signal has agreed that the recorded primary is down: its pooler and pgctld
+   * (unreachable, or Postgres not running as a primary), a direct probe of its Postgres port, and
+   * no replica streaming from it. Any signal of life resets it to 0.
+   */
+  async #primaryDown(
+    record: ShardRecord,
+    instances: InstanceView[],
+    memory: ShardMemory,
+  ): Promise<number> {
+    if (record.primaryAlias === undefined) return memory.primaryDownSince = 0;
+    const primary = instances.find((i) => i.alias === record.primaryAlias);
+    if (primary?.postgresAddress) memory.primaryAddress = primary.postgresAddress;
+    const poolerSaysUp = primary !== undefined && primary.reachable && primary.running &&
+      primary.role === "primary";
+    const replicaStreams = instances.some((i) =>
+      i.alias !== record.primaryAlias && i.walReceiver === "streaming"
+    );
+    const up = poolerSaysUp || replicaStreams ||
+      (memory.primaryAddress !== "" && await postgresAnswers(memory.primaryAddress));
+    if (up) return memory.primaryDownSince = 0;
+    if (memory.primaryDownSince === 0) memory.primaryDownSince = Date.now();
+    return Math.max(1, Date.now() - memory.primaryDownSince);
   }
 
   async #reconcileShard(
@@ -382,7 +432,51 @@ export class Reconciler {
         case "setDurability":
           await client.setDurability({ synchronousStandbyNames: action.names });
           break;
+        case "stopPostgres":
+          await client.stopPostgres({ immediate: action.immediate }, { timeoutMs: 90_000 });
+          break;
+        case "promote":
+          await client.promote({}, { timeoutMs: 90_000 });
+          break;
+        case "createDatabase":
+          await client.createDatabase({ name: action.name });
+          break;
+        case "failover": {
+          const written = await this.#o.topo.global.shards.update(
+            [record.keyspace, record.range],
+            (cur) => {
+              if (cur === undefined || cur.value.primaryAlias !== action.from) {
+                throw new TesseraError(
+                  SqlState.serializationFailure,
+                  `shard ${shard} changed primary meanwhile`,
+                );
+              }
+              return { ...cur.value, primaryAlias: action.alias, term: cur.value.term + 1 };
+            },
+          );
+          memory.primaryDownSince = 0;
+          memory.primaryAddress = pooler.postgresAddress ?? "";
+          this.#log.warn("failover: new primary recorded", {
+            shard,
+            from: action.from,
+            primary: action.alias,
+            term: written?.value.term,
+          });
+          await client.promote({}, { timeoutMs: 90_000 });
+          break;
+        }
+        case "rewind": {
+          const [host, port] = hostPort(action.primaryAddress);
+          try {
+            await client.rewind({ primaryHost: host, primaryPort: port }, { timeoutMs: 900_000 });
+          } catch (err) {
+            memory.rewindFailed.add(action.alias);
+            throw err;
+          }
+          break;
+        }
       }
+      if (action.kind === "initReplica") memory.rewindFailed.delete(action.alias);
       const ms = Math.round(performance.now() - started);
       this.#remember(memory, `${label}: done in ${ms} ms`);
       this.#log.info("shard action done", { shard, term: record.term, action: label, ms });
@@ -428,8 +522,44 @@ export class Reconciler {
   }
 }
 
+/** Whether a Postgres answers at `address` (an SSLRequest gets 'S' or 'N'), within 1 s. */
+export async function postgresAnswers(address: string): Promise<boolean> {
+  const [hostname, port] = hostPort(address);
+  let conn: Deno.TcpConn | undefined;
+  const timer = setTimeout(() => conn?.close(), 1000);
+  try {
+    conn = await Promise.race([
+      Deno.connect({ hostname, port }),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error("timeout")), 1000)),
+    ]);
+    await conn.write(new Uint8Array([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]));
+    const buf = new Uint8Array(1);
+    const n = await conn.read(buf);
+    return n === 1 && (buf[0] === 0x53 || buf[0] === 0x4e);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn?.close();
+    } catch {
+      // closed by the timer
+    }
+  }
+}
+
 function describe(a: ShardAction): string {
   switch (a.kind) {
+    case "stopPostgres":
+      return `stop postgres of ${a.alias}${a.immediate ? " immediately (fence)" : ""}`;
+    case "failover":
+      return `failover from ${a.from} to ${a.alias}`;
+    case "promote":
+      return `promote ${a.alias}`;
+    case "createDatabase":
+      return `create database ${a.name} on ${a.alias}`;
+    case "rewind":
+      return `rewind ${a.alias} onto ${a.primaryAddress}`;
     case "initPrimary":
       return `init primary ${a.alias}`;
     case "recordPrimary":

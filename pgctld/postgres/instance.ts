@@ -13,6 +13,15 @@ import { pgVersion } from "../../shared/pgbin/mod.ts";
 import { createScramVerifier } from "../../shared/wire/mod.ts";
 import { basebackupArgs, basebackupError } from "./basebackup.ts";
 import {
+  checkpointError,
+  INSTANCE_CONFIG_FILES,
+  rewindArgs,
+  rewindChangedTarget,
+  rewindError,
+  rewindNotNeeded,
+  rewindSourceConninfo,
+} from "./rewind.ts";
+import {
   ensureIncludeLine,
   readConf,
   removeSettingLines,
@@ -98,6 +107,13 @@ export interface InstanceStatus {
   primaryPort: number;
   /** `application_name` in the managed `primary_conninfo`; empty when none. */
   applicationName: string;
+  /**
+   * pg_controldata's "Latest checkpoint's TimeLineID"; 0 when not initialised. A just-promoted
+   * server reports its new timeline only after its first checkpoint.
+   */
+  timeline: number;
+  /** Whether the control file says "shut down" or "shut down in recovery". */
+  cleanShutdown: boolean;
 }
 
 /** Options of {@linkcode PostgresInstance.initReplica}. */
@@ -107,6 +123,14 @@ export interface InitReplicaOptions {
   /** Stop a running Postgres and remove the data directory's content first. */
   replaceExisting?: boolean | undefined;
   /** Seconds to wait for the base backup; 3600 when 0 or not given. */
+  waitSeconds?: number | undefined;
+}
+
+/** Options of {@linkcode PostgresInstance.rewind}. */
+export interface RewindOptions {
+  /** The new primary to rewind to and stream from. */
+  source: ReplicationSource;
+  /** Seconds to wait for pg_rewind; 3600 when 0 or not given. */
   waitSeconds?: number | undefined;
 }
 
@@ -140,6 +164,16 @@ const DEFAULT_WAIT_SECONDS = 60;
 const DEFAULT_BASEBACKUP_WAIT_SECONDS = 3600;
 const DEFAULT_REPLICATION_USER = "tessera_repl";
 const STANDBY_SIGNAL = "standby.signal";
+const RECOVERY_SIGNAL = "recovery.signal";
+/** Largest `wal_keep_size` Postgres accepts, in MB: keeps every WAL segment. */
+const MAX_WAL_KEEP_SIZE_MB = 2147483647;
+/** The functions pg_rewind runs on its source (Postgres 15 documentation, pg_rewind, Notes). */
+const REWIND_FUNCTIONS = [
+  "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+  "pg_catalog.pg_stat_file(text, boolean)",
+  "pg_catalog.pg_read_binary_file(text)",
+  "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+];
 const decoder = new TextDecoder();
 
 /** Manages one Postgres instance. Operations are serialised: one runs at a time. */
@@ -240,7 +274,7 @@ export class PostgresInstance {
   }
 
   async #isInRecovery(): Promise<boolean> {
-    return (await this.#controlState()) === "in archive recovery";
+    return (await this.#controlData())["Database cluster state"] === "in archive recovery";
   }
 
   async #logTail(lines = 15): Promise<string> {
@@ -281,10 +315,15 @@ export class PostgresInstance {
     return this.#catalog;
   }
 
-  async #controlState(): Promise<string> {
+  /** pg_controldata's fields by name; empty when it fails. */
+  async #controlData(): Promise<Record<string, string>> {
     const res = await this.#run("pg_controldata", ["-D", this.#opts.dataDir]);
-    const match = /^Database cluster state:\s*(.+)$/m.exec(res.stdout);
-    return match ? match[1]!.trim() : "unknown";
+    const out: Record<string, string> = {};
+    for (const line of res.stdout.split("\n")) {
+      const colon = line.indexOf(":");
+      if (colon > 0) out[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+    }
+    return out;
   }
 
   async #exists(path: string): Promise<boolean> {
@@ -305,12 +344,14 @@ export class PostgresInstance {
     const o = this.#opts;
     const initialized = await this.isInitialized();
     const pid = initialized ? await this.#pid() : 0;
+    const control = initialized ? await this.#controlData() : {};
+    const state = control["Database cluster state"];
     let inRecovery = false;
     if (pid !== 0) {
-      inRecovery = await this.#isInRecovery();
+      inRecovery = state === "in archive recovery";
     } else if (initialized) {
       inRecovery = (await this.#exists(`${o.dataDir}/${STANDBY_SIGNAL}`)) ||
-        (await this.#exists(`${o.dataDir}/recovery.signal`));
+        (await this.#exists(`${o.dataDir}/${RECOVERY_SIGNAL}`));
     }
     const standby = initialized && (await this.#exists(`${o.dataDir}/${STANDBY_SIGNAL}`));
     const source = initialized
@@ -330,6 +371,8 @@ export class PostgresInstance {
       primaryHost: source?.host ?? "",
       primaryPort: source?.port ?? 0,
       applicationName: source?.applicationName ?? "",
+      timeline: Number(control["Latest checkpoint's TimeLineID"] ?? 0) || 0,
+      cleanShutdown: pid === 0 && (state === "shut down" || state === "shut down in recovery"),
     };
   }
 
@@ -442,7 +485,15 @@ export class PostgresInstance {
     const o = this.#opts;
     const user = this.#replicationUser;
     const verifier = await createScramVerifier(password);
-    const sql = `CREATE ROLE "${user}" WITH LOGIN REPLICATION PASSWORD '${verifier}';\n`;
+    // Besides streaming, the role is pg_rewind's source login: the functions below, by relative
+    // path inside the data directory only (no pg_read_server_files), and CHECKPOINT, which a
+    // just-promoted source needs before a rewind (pg_checkpoint is new in Postgres 15).
+    const major = Number((await this.version()).split(".")[0]);
+    const sql = [
+      `CREATE ROLE "${user}" WITH LOGIN REPLICATION PASSWORD '${verifier}';`,
+      ...REWIND_FUNCTIONS.map((fn) => `GRANT EXECUTE ON FUNCTION ${fn} TO "${user}";`),
+      ...(major >= 15 ? [`GRANT pg_checkpoint TO "${user}";`] : []),
+    ].join("\n") + "\n";
     const res = await this.#run("postgres", [
       "--single",
       "-D",
@@ -468,9 +519,11 @@ export class PostgresInstance {
       `${
         text.endsWith("\n") ? "" : "\n"
       }\n# Added by Tessera pgctld: replicas on any host stream ` +
-        `as the replication role.\n` +
+        `as the replication role,\n# and pg_rewind on a former primary reads this one's files as it.\n` +
         `host    replication     ${user}    0.0.0.0/0    scram-sha-256\n` +
-        `host    replication     ${user}    ::/0         scram-sha-256\n`,
+        `host    replication     ${user}    ::/0         scram-sha-256\n` +
+        `host    postgres        ${user}    0.0.0.0/0    scram-sha-256\n` +
+        `host    postgres        ${user}    ::/0         scram-sha-256\n`,
       { append: true },
     );
   }
@@ -855,5 +908,140 @@ export class PostgresInstance {
       this.#log.info("postgres promoted");
       return this.#status();
     });
+  }
+
+  /**
+   * Makes this stopped instance, typically a former primary, a streaming replica of `source`
+   * with `pg_rewind`: the blocks it wrote after the timelines forked are replaced by the source's,
+   * then standby.signal and `primary_conninfo` are put in place as by InitReplica. The instance's
+   * own configuration files stay its own. Postgres is left stopped.
+   */
+  rewind(options: RewindOptions): Promise<InstanceStatus> {
+    return this.#serial(() => this.#rewind(options));
+  }
+
+  async #rewind(options: RewindOptions): Promise<InstanceStatus> {
+    const o = this.#opts;
+    const { source } = options;
+    await this.#assertInitialized();
+    const pid = await this.#pid();
+    if (pid !== 0) {
+      throw new TesseraError(
+        SqlState.objectNotInPrerequisiteState,
+        `postgres is running (pid ${pid}): pg_rewind needs it stopped`,
+        { hint: "call Stop first" },
+      );
+    }
+    const waitMs = (options.waitSeconds || DEFAULT_BASEBACKUP_WAIT_SECONDS) * 1000;
+    const passfile = await this.#writePgpass();
+    const conninfo = rewindSourceConninfo(source, this.#replicationUser, passfile);
+    const env = { PGCONNECT_TIMEOUT: "10", ...(passfile ? { PGPASSFILE: passfile } : {}) };
+
+    // A just-promoted source shows its new timeline in its control file only after a
+    // checkpoint; without one pg_rewind would wrongly find "no rewind required".
+    const checkpoint = await this.#run(
+      "psql",
+      ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", "CHECKPOINT"],
+      { env, timeoutMs: waitMs },
+    );
+    if (checkpoint.code !== 0 || checkpoint.timedOut) {
+      throw checkpointError(source, this.#replicationUser, checkpoint);
+    }
+
+    // pg_rewind copies the source's configuration files; these are the instance's own.
+    const saved = new Map<string, string>();
+    for (const name of INSTANCE_CONFIG_FILES) {
+      const text = await Deno.readTextFile(`${o.dataDir}/${name}`).catch(() => undefined);
+      if (text !== undefined) saved.set(name, text);
+    }
+    const settings = await readConf(o.dataDir);
+    // The single-user crash recovery pg_rewind runs on an unclean target refuses standby mode.
+    const signals: string[] = [];
+    for (const name of [STANDBY_SIGNAL, RECOVERY_SIGNAL]) {
+      if (await this.#exists(`${o.dataDir}/${name}`)) {
+        await Deno.remove(`${o.dataDir}/${name}`);
+        signals.push(name);
+      }
+    }
+
+    try {
+      await this.#ensureCleanShutdown();
+    } catch (err) {
+      for (const name of signals) await this.#writeOwnedFile(name, "");
+      throw err;
+    }
+
+    this.#log.info("pg_rewind starting", { primary: `${source.host}:${source.port}` });
+    const res = await this.#run("pg_rewind", rewindArgs(o.dataDir, conninfo), {
+      env,
+      timeoutMs: waitMs,
+    });
+    for (const [name, text] of saved) await this.#writeOwnedFile(name, text);
+    if (res.code !== 0 || res.timedOut) {
+      const error = rewindError(source, res);
+      if (!rewindChangedTarget(res.stderr)) {
+        for (const name of signals) await this.#writeOwnedFile(name, "");
+      }
+      this.#log.warn("pg_rewind failed", { code: error.code, message: error.message });
+      throw error;
+    }
+
+    await ensureIncludeLine(o.dataDir);
+    await this.#writeSource(source, settings);
+    const removed = await removeSettingLines(
+      `${o.dataDir}/postgresql.auto.conf`,
+      RESERVED_SETTINGS,
+    );
+    await this.#writeStandbySignal();
+    this.#log.info("instance rewound to a replica", {
+      primary: `${source.host}:${source.port}`,
+      applicationName: source.applicationName,
+      rewound: !rewindNotNeeded(res.stderr),
+      ...(removed.length > 0 ? { removedFromAutoConf: removed } : {}),
+    });
+    return this.#status();
+  }
+
+  /**
+   * Brings a cluster that was not shut down cleanly (a crash, an immediate stop) to a clean
+   * shutdown through crash recovery in a single-user backend, as pg_rewind needs. pg_rewind would
+   * do this itself, but its end-of-recovery checkpoint may remove the very WAL it must read back
+   * to the last checkpoint before the timelines forked; here every WAL segment is kept.
+   */
+  async #ensureCleanShutdown(): Promise<void> {
+    const o = this.#opts;
+    const state = (await this.#controlData())["Database cluster state"];
+    if (state === "shut down" || state === "shut down in recovery") return;
+    this.#log.info("crash recovery before pg_rewind", { state });
+    const res = await this.#run("postgres", [
+      "--single",
+      "-F",
+      "-D",
+      o.dataDir,
+      "-c",
+      `wal_keep_size=${MAX_WAL_KEEP_SIZE_MB}`,
+      "-c",
+      "log_min_messages=warning",
+      "template1",
+    ], { stdin: "" });
+    const after = (await this.#controlData())["Database cluster state"];
+    if (res.code !== 0 || (after !== "shut down" && after !== "shut down in recovery")) {
+      throw new TesseraError(
+        SqlState.systemError,
+        "crash recovery before pg_rewind did not shut the cluster down cleanly",
+        {
+          detail: (res.stderr + res.stdout).trim().split("\n").slice(-15).join("\n"),
+          hint: "rebuild the instance with InitReplica and replace_existing",
+        },
+      );
+    }
+  }
+
+  /** Writes `text` to `name` in the data directory, mode 0600 and owned by the OS user. */
+  async #writeOwnedFile(name: string, text: string): Promise<void> {
+    const o = this.#opts;
+    const path = `${o.dataDir}/${name}`;
+    await Deno.writeTextFile(path, text, { mode: 0o600 });
+    if (o.osUser !== undefined) await Deno.chown(path, o.osUser.uid, o.osUser.gid);
   }
 }

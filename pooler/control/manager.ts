@@ -13,6 +13,7 @@ import {
   AuthMethod,
   PgctldService,
   type Status,
+  StopMode,
 } from "../../proto/gen/tessera/pgctld/v1/pgctld_pb.ts";
 import {
   type ManagerStatusResponseSchema,
@@ -40,6 +41,7 @@ export class InstanceManager {
   readonly #pgctld: Client<typeof PgctldService> | undefined;
   readonly #probe: PostgresProbe;
   readonly #log: Logger;
+  readonly #onRoleChange: (() => Promise<void>) | undefined;
   /** One management operation at a time: orch never needs two, and they must not interleave. */
   #busy: Promise<unknown> = Promise.resolve();
 
@@ -49,7 +51,9 @@ export class InstanceManager {
     pgctldAddress: string | undefined;
     probe: PostgresProbe;
     logger: Logger;
+    onRoleChange?: () => Promise<void>;
   }) {
+    this.#onRoleChange = options.onRoleChange;
     this.#alias = options.alias;
     this.#pgctld = options.pgctldAddress !== undefined
       ? createRpcClient(PgctldService, `http://${options.pgctldAddress}`)
@@ -150,6 +154,9 @@ export class InstanceManager {
           flushLsn: r[3] ?? "",
           replayLsn: r[4] ?? "",
         }));
+        out.databases = (await this.#probe.query(
+          "select datname from pg_database where not datistemplate order by 1",
+        )).map((r) => r[0] ?? "");
       } else if (pg.role === "replica") {
         const rows = await this.#probe.query(
           `select coalesce(status, ''), coalesce(sender_host || ':' || sender_port, '')
@@ -180,8 +187,17 @@ export class InstanceManager {
         { authMethod: AuthMethod.LOCAL_TRUST_TCP_SCRAM },
         { timeoutMs: START_WAIT_SECONDS * 1000 },
       );
-      await this.#start(pgctld);
-      return (await this.#probe.probe()).lsn;
+      // WAL kept for pg_rewind of a former primary, and a WAL receiver that notices a dead
+      // primary within seconds; replicas inherit both from the base backup.
+      await pgctld.start(
+        {
+          waitSeconds: START_WAIT_SECONDS,
+          settings: { wal_keep_size: "1GB", wal_receiver_timeout: "5s" },
+        },
+        { timeoutMs: (START_WAIT_SECONDS + 5) * 1000 },
+      );
+      await this.#roleChanged();
+      return this.#probe.last.lsn;
     });
   }
 
@@ -218,7 +234,78 @@ export class InstanceManager {
       { waitSeconds: START_WAIT_SECONDS },
       { timeoutMs: (START_WAIT_SECONDS + 5) * 1000 },
     );
+    await this.#roleChanged();
+  }
+
+  /** Probes Postgres again and rewrites the topo record at once, so gateways see the role. */
+  async #roleChanged(): Promise<void> {
     await this.#probe.probe();
+    try {
+      await this.#onRoleChange?.();
+    } catch (err) {
+      this.#log.warn("could not refresh the topo record after a change of role", { err });
+    }
+  }
+
+  /**
+   * Stops Postgres: at once (`immediate`, for fencing), or after waiting up to `drainSeconds` for
+   * open client transactions to end and then fast. Resolves with the WAL position read just
+   * before the stop (empty when it could not be read).
+   */
+  stopPostgres(immediate: boolean, drainSeconds: number): Promise<string> {
+    return this.#exclusive(immediate ? "stop postgres immediately" : "stop postgres", async () => {
+      const pgctld = this.#client();
+      const { status } = await pgctld.status({});
+      if (!status?.running) return "";
+      const deadline = Date.now() + Math.max(0, drainSeconds) * 1000;
+      let lsn = "";
+      if (!immediate) {
+        for (;;) {
+          try {
+            const rows = await this.#probe.query(
+              `select count(*) filter (where backend_type = 'client backend'
+                 and xact_start is not null and pid <> pg_backend_pid()),
+                 case when pg_is_in_recovery() then '' else pg_current_wal_lsn()::text end
+               from pg_stat_activity`,
+            );
+            lsn = rows[0]?.[1] ?? "";
+            if (Number(rows[0]?.[0] ?? 0) === 0 || Date.now() >= deadline) break;
+          } catch {
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      this.#probe.close();
+      await pgctld.stop(
+        { mode: immediate ? StopMode.IMMEDIATE : StopMode.FAST, waitSeconds: START_WAIT_SECONDS },
+        { timeoutMs: (START_WAIT_SECONDS + 5) * 1000 },
+      );
+      await this.#roleChanged();
+      return lsn;
+    });
+  }
+
+  /** Rewinds a former primary onto the primary at `host:port` and starts it as its replica. */
+  rewind(host: string, port: number): Promise<void> {
+    return this.#exclusive(`rewind onto ${host}:${port}`, async () => {
+      const pgctld = this.#client();
+      const { status } = await pgctld.status({});
+      if (status?.running) {
+        this.#probe.close();
+        await pgctld.stop({ mode: StopMode.FAST, waitSeconds: START_WAIT_SECONDS });
+      }
+      await pgctld.rewind(
+        {
+          primaryHost: host,
+          primaryPort: port,
+          applicationName: this.#alias,
+          waitSeconds: BASE_BACKUP_WAIT_SECONDS,
+        },
+        { timeoutMs: BASE_BACKUP_WAIT_SECONDS * 1000 },
+      );
+      await this.#start(pgctld);
+    });
   }
 
   /** Repoints a replica at the primary `host:port`. */
@@ -241,6 +328,20 @@ export class InstanceManager {
     });
   }
 
+  /** Creates database `name` on this primary unless it exists. */
+  createDatabase(name: string): Promise<void> {
+    return this.#exclusive(`create database ${name}`, async () => {
+      if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$/.test(name)) {
+        throw new TesseraError(SqlState.invalidParameterValue, `invalid database name: '${name}'`);
+      }
+      const rows = await this.#probe.query(
+        `select 1 from pg_database where datname = '${name}'`,
+      );
+      if (rows.length > 0) return;
+      await this.#probe.query(`create database "${name}"`);
+    });
+  }
+
   /** Promotes a replica; resolves with its LSN as a primary. */
   promote(): Promise<string> {
     return this.#exclusive("promote", async () => {
@@ -248,7 +349,8 @@ export class InstanceManager {
         { waitSeconds: START_WAIT_SECONDS },
         { timeoutMs: (START_WAIT_SECONDS + 5) * 1000 },
       );
-      return (await this.#probe.probe()).lsn;
+      await this.#roleChanged();
+      return this.#probe.last.lsn;
     });
   }
 }
@@ -295,5 +397,22 @@ export function registerManagerService(router: ConnectRouter, manager: InstanceM
       return {};
     },
     promote: async () => ({ lsn: await manager.promote() }),
+    createDatabase: async (req) => {
+      await manager.createDatabase(req.name);
+      return {};
+    },
+    stopPostgres: async (req) => ({
+      lastLsn: await manager.stopPostgres(req.immediate, req.drainSeconds),
+    }),
+    rewind: async (req) => {
+      if (req.primaryHost === "" || req.primaryPort <= 0) {
+        throw new TesseraError(
+          SqlState.invalidParameterValue,
+          "give primary_host and primary_port",
+        );
+      }
+      await manager.rewind(req.primaryHost, req.primaryPort);
+      return {};
+    },
   });
 }

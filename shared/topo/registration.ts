@@ -78,6 +78,22 @@ export class TopoRegistration<T> {
     }
   }
 
+  /**
+   * Writes the record as it is now without waiting for the next interval (for example right
+   * after a change of role), and resolves when that write is done.
+   */
+  async refresh(): Promise<void> {
+    while (!this.#stopped) {
+      const running = this.#running;
+      await running;
+      if (running === this.#running) break;
+    }
+    if (this.#stopped || this.#running === undefined) return;
+    clearTimeout(this.#timer);
+    this.#tick();
+    await this.#running;
+  }
+
   /** Stops checking and revokes the lease: the record disappears at once. */
   async stop(): Promise<void> {
     this.#stopped = true;
