@@ -10,6 +10,7 @@ import pg from "pg";
 import { assert, assertEquals } from "../shared/testing/assert.ts";
 import { cluster, clusterStatus } from "./support/cluster.ts";
 import { waitFor } from "./support/process.ts";
+import { findPgBindir } from "../shared/pgbin/mod.ts";
 
 const BASE_PORT = 21000;
 const ORCH = `http://127.0.0.1:${BASE_PORT}`;
@@ -173,6 +174,60 @@ Deno.test({
       await writers.stop();
       const missing = await missingAcked(writers.acked);
       assertEquals(missing, []);
+
+      // Planned switchovers under pgbench load through the gateway: zero failed transactions.
+      await waitFor("the shard ok before switchovers", async () => {
+        const s = await orchShard();
+        return s.health === "ok" ? s : undefined;
+      }, 120_000);
+      const pgbin = findPgBindir();
+      const gw = ["-h", "127.0.0.1", "-p", String(BASE_PORT + 432), "-U", "postgres"];
+      const init = await new Deno.Command(`${pgbin}/pgbench`, {
+        args: [...gw, "-i", "-I", "dtGvp", "-s", "1", "app"],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(init.code, 0, new TextDecoder().decode(init.stderr));
+      const bench = new Deno.Command(`${pgbin}/pgbench`, {
+        args: [...gw, "-c", "8", "-j", "2", "-T", "16", "-M", "prepared", "app"],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const paused: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        await sleep(3500);
+        const run = await new Deno.Command(Deno.execPath(), {
+          args: ["task", "ctl", "switchover", "app/0", "--orch", ORCH],
+          cwd: new URL("..", import.meta.url).pathname,
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const out = new TextDecoder().decode(run.stdout);
+        assertEquals(
+          run.code,
+          0,
+          `switchover failed: ${out} ${new TextDecoder().decode(run.stderr)}`,
+        );
+        const ms = Number(/writes held (\d+) ms/.exec(out)?.[1]);
+        paused.push(ms);
+        console.log(out.trim());
+        await waitFor("the shard ok after the switchover", async () => {
+          const s = await orchShard();
+          return s.health === "ok" ? s : undefined;
+        }, 60_000);
+      }
+      const result = await bench.output();
+      const report = new TextDecoder().decode(result.stdout) +
+        new TextDecoder().decode(result.stderr);
+      const failed = /number of failed transactions: (\d+)/.exec(report)?.[1];
+      const tps = /tps = ([\d.]+)/.exec(report)?.[1];
+      console.log(
+        `pgbench during 3 switchovers: tps ${tps}, failed ${failed}; writes held ` +
+          `${paused.join(", ")} ms`,
+      );
+      assertEquals(result.code, 0, report);
+      assert(!/aborted/.test(report), report);
+      assertEquals(failed, "0", report);
       const sorted = [...windows].sort((a, b) => a - b);
       console.log(
         `kill → first acknowledged write over ${ROUNDS} failovers: median ` +

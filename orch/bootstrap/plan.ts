@@ -380,6 +380,8 @@ export function planShard(input: ShardInput): ShardPlan {
       health = worse(health, "blocked");
     }
   }
+  // Quick steps that let writes flow first; base backups and rewinds last.
+  actions.sort((a, b) => ACTION_ORDER[a.kind] - ACTION_ORDER[b.kind]);
   return {
     actions,
     health: actions.length > 0 && health === "ok" ? "degraded" : health,
@@ -408,6 +410,20 @@ export function compareLsn(a: string, b: string): number {
   const d = value(a) - value(b);
   return d < 0n ? -1 : d > 0n ? 1 : 0;
 }
+
+const ACTION_ORDER: Record<ShardAction["kind"], number> = {
+  stopPostgres: 0,
+  failover: 0,
+  initPrimary: 0,
+  promote: 0,
+  recordPrimary: 1,
+  startPostgres: 2,
+  createDatabase: 3,
+  repoint: 3,
+  setDurability: 4,
+  initReplica: 5,
+  rewind: 5,
+};
 
 const ORDER: ShardHealth[] = ["ok", "bootstrapping", "degraded", "blocked", "stalled"];
 

@@ -25,6 +25,7 @@ import type {
   TopoClient,
 } from "../../shared/topo/mod.ts";
 import {
+  compareLsn,
   type InstanceView,
   planShard,
   type ShardAction,
@@ -155,20 +156,7 @@ export class Reconciler {
     }
     for (const { entry, policy } of shards) {
       const key = `${entry.value.keyspace}/${entry.value.range}`;
-      let memory = this.#shards.get(key);
-      if (memory === undefined) {
-        memory = {
-          busy: false,
-          report: undefined,
-          recent: [],
-          lastSummary: "",
-          notStreamingSince: new Map(),
-          primaryDownSince: 0,
-          primaryAddress: "",
-          rewindFailed: new Set(),
-        };
-        this.#shards.set(key, memory);
-      }
+      const memory = this.#memory(key);
       if (memory.busy) continue;
       const mine = poolers.filter((p) =>
         p.keyspace === entry.value.keyspace && p.shard === entry.value.range
@@ -342,8 +330,8 @@ export class Reconciler {
     memory: ShardMemory,
   ): Promise<void> {
     const key = `${record.keyspace}/${record.range}`;
-    let input = await this.#input(record, policy, poolers, memory);
-    let plan = planShard(input);
+    const input = await this.#input(record, policy, poolers, memory);
+    const plan = planShard(input);
     this.#report(key, input, plan, memory);
     if (plan.actions.length === 0) return;
 
@@ -352,19 +340,197 @@ export class Reconciler {
       timeoutMs: 5000,
     });
     try {
-      // Under the lock: read the shard record and the instances again, and plan again.
-      const fresh = await this.#o.topo.global.shards.get(record.keyspace, record.range);
-      if (fresh === undefined) return;
-      input = await this.#input(fresh.value, policy, poolers, memory);
-      plan = planShard(input);
-      this.#report(key, input, plan, memory);
-      for (const action of plan.actions) {
-        if (lock.signal.aborted) throw lock.signal.reason;
-        await this.#carryOut(fresh.value, action, poolers, memory);
-      }
+      await this.#converge(record.keyspace, record.range, policy, memory, lock.signal);
     } finally {
       await lock.release();
     }
+  }
+
+  /**
+   * Under the shard lock: reads the shard record and its instances again, plans, carries the
+   * plan out, and repeats (a few rounds) until nothing is left to do, so that follow-up steps
+   * (repointing replicas after a promotion, durability) do not wait for the next check.
+   */
+  async #converge(
+    keyspace: string,
+    range: string,
+    policy: DurabilityPolicy,
+    memory: ShardMemory,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const key = `${keyspace}/${range}`;
+    for (let round = 0; round < 4; round++) {
+      const fresh = await this.#o.topo.global.shards.get(keyspace, range);
+      if (fresh === undefined) return;
+      const poolers = (await this.#readPoolers()).filter((p) =>
+        p.keyspace === keyspace && p.shard === range
+      );
+      const input = await this.#input(fresh.value, policy, poolers, memory);
+      const plan = planShard(input);
+      this.#report(key, input, plan, memory);
+      if (plan.actions.length === 0) return;
+      for (const action of plan.actions) {
+        if (signal.aborted) throw signal.reason;
+        await this.#carryOut(fresh.value, action, poolers, memory);
+        // A new primary changes every later step: plan again with it.
+        if (action.kind === "failover" || action.kind === "recordPrimary") break;
+      }
+    }
+  }
+
+  #memory(key: string): ShardMemory {
+    let memory = this.#shards.get(key);
+    if (memory === undefined) {
+      memory = {
+        busy: false,
+        report: undefined,
+        recent: [],
+        lastSummary: "",
+        notStreamingSince: new Map(),
+        primaryDownSince: 0,
+        primaryAddress: "",
+        rewindFailed: new Set(),
+      };
+      this.#shards.set(key, memory);
+    }
+    return memory;
+  }
+
+  /**
+   * Planned switchover of shard `keyspace`/`range` to replica `to` (or the streaming replica with
+   * the most WAL): under the shard lock, records the candidate with the next term (gateways hold
+   * new transactions while it still reports itself a replica), lets the old primary's open
+   * transactions end (up to `drainSeconds`) and stops it, waits for the candidate to replay all
+   * of its WAL, promotes it, repoints the other replicas and sets durability; the old primary
+   * then rejoins as a replica. Resolves with how long writes were held.
+   */
+  async switchover(
+    keyspace: string,
+    range: string,
+    to: string | undefined,
+    drainSeconds = 5,
+  ): Promise<{ from: string; to: string; term: number; pausedMs: number }> {
+    const key = `${keyspace}/${range}`;
+    const memory = this.#memory(key);
+    const deadline = Date.now() + 30_000;
+    while (memory.busy) {
+      if (Date.now() > deadline) {
+        throw new TesseraError(SqlState.lockNotAvailable, `shard ${key} stays busy`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    memory.busy = true;
+    try {
+      const lock = await this.#o.topo.lockShard(keyspace, range, {
+        holder: `orch ${this.#o.alias}: switchover`,
+        timeoutMs: 10_000,
+      });
+      try {
+        return await this.#switchover(keyspace, range, to, drainSeconds, memory, lock.signal);
+      } finally {
+        await lock.release();
+      }
+    } finally {
+      memory.busy = false;
+    }
+  }
+
+  async #switchover(
+    keyspace: string,
+    range: string,
+    to: string | undefined,
+    drainSeconds: number,
+    memory: ShardMemory,
+    signal: AbortSignal,
+  ): Promise<{ from: string; to: string; term: number; pausedMs: number }> {
+    const key = `${keyspace}/${range}`;
+    const entry = await this.#o.topo.global.shards.get(keyspace, range);
+    if (entry === undefined) {
+      throw new TesseraError(SqlState.undefinedObject, `shard ${key} does not exist`);
+    }
+    const from = entry.value.primaryAlias;
+    if (from === undefined) {
+      throw new TesseraError(SqlState.objectNotInPrerequisiteState, `shard ${key} has no primary`);
+    }
+    const shardEntry = (await this.#readShards()).find((s) =>
+      s.entry.value.keyspace === keyspace && s.entry.value.range === range
+    );
+    const policy = shardEntry?.policy ?? "none";
+    const poolers = (await this.#readPoolers()).filter((p) =>
+      p.keyspace === keyspace && p.shard === range
+    );
+    const input = await this.#input(entry.value, policy, poolers, memory);
+    const primary = input.instances.find((i) => i.alias === from);
+    if (primary === undefined || !primary.running || primary.role !== "primary") {
+      throw new TesseraError(
+        SqlState.objectNotInPrerequisiteState,
+        `the primary ${from} of ${key} is not serving: a switchover needs a live primary`,
+        { hint: "orch fails over a dead primary by itself" },
+      );
+    }
+    const candidates = input.instances.filter((i) =>
+      i.alias !== from && i.running && i.role === "replica" && i.walReceiver === "streaming"
+    ).sort((a, b) => compareLsn(b.receiveLsn, a.receiveLsn) || (a.alias < b.alias ? -1 : 1));
+    const candidate = to === undefined ? candidates[0] : candidates.find((c) => c.alias === to);
+    if (candidate === undefined) {
+      throw new TesseraError(
+        SqlState.objectNotInPrerequisiteState,
+        to === undefined
+          ? `shard ${key} has no streaming replica to switch over to`
+          : `${to} is not a streaming replica of ${key}`,
+        { detail: `streaming replicas: ${candidates.map((c) => c.alias).join(", ") || "none"}` },
+      );
+    }
+    const started = Date.now();
+    const fromPooler = poolers.find((p) => p.alias === from)!;
+    const toPooler = poolers.find((p) => p.alias === candidate.alias)!;
+    this.#log.warn("switchover starting", { shard: key, from, to: candidate.alias });
+    // 1. Gateways hold new transactions: the record names the candidate, still a replica.
+    const written = await this.#o.topo.global.shards.update([keyspace, range], (cur) => {
+      if (cur === undefined || cur.value.primaryAlias !== from) {
+        throw new TesseraError(SqlState.serializationFailure, `shard ${key} changed meanwhile`);
+      }
+      return { ...cur.value, primaryAlias: candidate.alias, term: cur.value.term + 1 };
+    });
+    const term = written?.value.term ?? entry.value.term + 1;
+    this.#remember(memory, `switchover ${from} → ${candidate.alias}: term ${term} recorded`);
+    // 2. The old primary finishes its open transactions and stops.
+    const { lastLsn } = await this.#client(fromPooler.rpcAddress).stopPostgres(
+      { immediate: false, drainSeconds },
+      { timeoutMs: (drainSeconds + 90) * 1000 },
+    );
+    // 3. The candidate replays everything the old primary wrote.
+    const client = this.#client(toPooler.rpcAddress);
+    const catchUpBy = Date.now() + 30_000;
+    for (;;) {
+      if (signal.aborted) throw signal.reason;
+      const s = await client.managerStatus({}, { timeoutMs: STATUS_TIMEOUT_MS });
+      const replay = s.postgres?.lsn ?? "";
+      const received = s.postgres?.receiveLsn ?? "";
+      if (
+        lastLsn !== ""
+          ? compareLsn(replay, lastLsn) >= 0
+          : s.walReceiverStatus !== "streaming" && replay === received
+      ) break;
+      if (Date.now() > catchUpBy) {
+        throw new TesseraError(
+          SqlState.objectNotInPrerequisiteState,
+          `${candidate.alias} did not replay up to ${lastLsn || "the end of WAL"} in 30 s`,
+          { detail: `replayed ${replay}, received ${received}` },
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // 4. Promotion: the pooler rewrites its record as a primary and gateways send writes.
+    await client.promote({}, { timeoutMs: 90_000 });
+    memory.primaryAddress = toPooler.postgresAddress ?? candidate.postgresAddress;
+    memory.primaryDownSince = 0;
+    const pausedMs = Date.now() - started;
+    this.#remember(memory, `switchover ${from} → ${candidate.alias}: writes held ${pausedMs} ms`);
+    this.#log.warn("switchover done", { shard: key, from, to: candidate.alias, term, pausedMs });
+    // 5. Repoint the other replicas, durability, and the old primary rejoins.
+    await this.#converge(keyspace, range, policy, memory, signal);
+    return { from, to: candidate.alias, term, pausedMs };
   }
 
   async #carryOut(

@@ -8,6 +8,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { OrchService, type ShardStateSchema } from "../../proto/gen/tessera/orch/v1/orch_pb.ts";
 import type { Reconciler, ShardReport } from "../bootstrap/reconciler.ts";
+import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
 
 /** The protobuf form of a shard report. */
 export function shardState(r: ShardReport): MessageInitShape<typeof ShardStateSchema> {
@@ -48,5 +49,17 @@ export function registerOrchService(
       cell: identity.cell,
       shards: reconciler.reports().map(shardState),
     }),
+    switchover: async (req) => {
+      if (req.keyspace === "" || req.shard === "") {
+        throw new TesseraError(SqlState.invalidParameterValue, "give keyspace and shard");
+      }
+      const r = await reconciler.switchover(
+        req.keyspace,
+        req.shard,
+        req.to === "" ? undefined : req.to,
+        req.drainSeconds > 0 ? req.drainSeconds : 5,
+      );
+      return { from: r.from, to: r.to, term: BigInt(r.term), pausedMs: BigInt(r.pausedMs) };
+    },
   });
 }

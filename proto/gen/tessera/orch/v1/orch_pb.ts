@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tessera/orch/v1/orch.proto.
  */
 export const file_tessera_orch_v1_orch: GenFile = /*@__PURE__*/
-  fileDesc("Chp0ZXNzZXJhL29yY2gvdjEvb3JjaC5wcm90bxIPdGVzc2VyYS5vcmNoLnYxIqQBCg1JbnN0YW5jZVN0YXRlEg0KBWFsaWFzGAEgASgJEgwKBGNlbGwYAiABKAkSDAoEcm9sZRgDIAEoCRIRCglyZWFjaGFibGUYBCABKAgSEwoLaW5pdGlhbGl6ZWQYBSABKAgSDwoHcnVubmluZxgGIAEoCBILCgNsc24YByABKAkSEwoLcmVwbGljYXRpb24YCCABKAkSDQoFZXJyb3IYCSABKAkijAIKClNoYXJkU3RhdGUSEAoIa2V5c3BhY2UYASABKAkSDQoFc2hhcmQYAiABKAkSFQoNcHJpbWFyeV9hbGlhcxgDIAEoCRIMCgR0ZXJtGAQgASgDEhIKCmR1cmFiaWxpdHkYBSABKAkSIQoZc3luY2hyb25vdXNfc3RhbmRieV9uYW1lcxgGIAEoCRIWCg5kdXJhYmlsaXR5X21ldBgHIAEoCBIOCgZoZWFsdGgYCCABKAkSDgoGcmVhc29uGAkgASgJEjEKCWluc3RhbmNlcxgKIAMoCzIeLnRlc3NlcmEub3JjaC52MS5JbnN0YW5jZVN0YXRlEhYKDnJlY2VudF9hY3Rpb25zGAsgAygJIg8KDVN0YXR1c1JlcXVlc3QiWgoOU3RhdHVzUmVzcG9uc2USDQoFYWxpYXMYASABKAkSDAoEY2VsbBgCIAEoCRIrCgZzaGFyZHMYAyADKAsyGy50ZXNzZXJhLm9yY2gudjEuU2hhcmRTdGF0ZTJYCgtPcmNoU2VydmljZRJJCgZTdGF0dXMSHi50ZXNzZXJhLm9yY2gudjEuU3RhdHVzUmVxdWVzdBofLnRlc3NlcmEub3JjaC52MS5TdGF0dXNSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Chp0ZXNzZXJhL29yY2gvdjEvb3JjaC5wcm90bxIPdGVzc2VyYS5vcmNoLnYxIqQBCg1JbnN0YW5jZVN0YXRlEg0KBWFsaWFzGAEgASgJEgwKBGNlbGwYAiABKAkSDAoEcm9sZRgDIAEoCRIRCglyZWFjaGFibGUYBCABKAgSEwoLaW5pdGlhbGl6ZWQYBSABKAgSDwoHcnVubmluZxgGIAEoCBILCgNsc24YByABKAkSEwoLcmVwbGljYXRpb24YCCABKAkSDQoFZXJyb3IYCSABKAkijAIKClNoYXJkU3RhdGUSEAoIa2V5c3BhY2UYASABKAkSDQoFc2hhcmQYAiABKAkSFQoNcHJpbWFyeV9hbGlhcxgDIAEoCRIMCgR0ZXJtGAQgASgDEhIKCmR1cmFiaWxpdHkYBSABKAkSIQoZc3luY2hyb25vdXNfc3RhbmRieV9uYW1lcxgGIAEoCRIWCg5kdXJhYmlsaXR5X21ldBgHIAEoCBIOCgZoZWFsdGgYCCABKAkSDgoGcmVhc29uGAkgASgJEjEKCWluc3RhbmNlcxgKIAMoCzIeLnRlc3NlcmEub3JjaC52MS5JbnN0YW5jZVN0YXRlEhYKDnJlY2VudF9hY3Rpb25zGAsgAygJIg8KDVN0YXR1c1JlcXVlc3QiWgoOU3RhdHVzUmVzcG9uc2USDQoFYWxpYXMYASABKAkSDAoEY2VsbBgCIAEoCRIrCgZzaGFyZHMYAyADKAsyGy50ZXNzZXJhLm9yY2gudjEuU2hhcmRTdGF0ZSJXChFTd2l0Y2hvdmVyUmVxdWVzdBIQCghrZXlzcGFjZRgBIAEoCRINCgVzaGFyZBgCIAEoCRIKCgJ0bxgDIAEoCRIVCg1kcmFpbl9zZWNvbmRzGAQgASgFIk8KElN3aXRjaG92ZXJSZXNwb25zZRIMCgRmcm9tGAEgASgJEgoKAnRvGAIgASgJEgwKBHRlcm0YAyABKAMSEQoJcGF1c2VkX21zGAQgASgDMq8BCgtPcmNoU2VydmljZRJJCgZTdGF0dXMSHi50ZXNzZXJhLm9yY2gudjEuU3RhdHVzUmVxdWVzdBofLnRlc3NlcmEub3JjaC52MS5TdGF0dXNSZXNwb25zZRJVCgpTd2l0Y2hvdmVyEiIudGVzc2VyYS5vcmNoLnYxLlN3aXRjaG92ZXJSZXF1ZXN0GiMudGVzc2VyYS5vcmNoLnYxLlN3aXRjaG92ZXJSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * One instance (pooler + Postgres) of a shard as orch last saw it.
@@ -203,7 +203,81 @@ export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
   messageDesc(file_tessera_orch_v1_orch, 3);
 
 /**
- * OrchService reports what orch sees and does.
+ * SwitchoverRequest asks for a planned change of primary.
+ *
+ * @generated from message tessera.orch.v1.SwitchoverRequest
+ */
+export type SwitchoverRequest = Message<"tessera.orch.v1.SwitchoverRequest"> & {
+  /**
+   * @generated from field: string keyspace = 1;
+   */
+  keyspace: string;
+
+  /**
+   * @generated from field: string shard = 2;
+   */
+  shard: string;
+
+  /**
+   * Alias of the replica to promote; the streaming replica with the most WAL when empty.
+   *
+   * @generated from field: string to = 3;
+   */
+  to: string;
+
+  /**
+   * Seconds open transactions on the old primary may take to finish; 5 when zero.
+   *
+   * @generated from field: int32 drain_seconds = 4;
+   */
+  drainSeconds: number;
+};
+
+/**
+ * Describes the message tessera.orch.v1.SwitchoverRequest.
+ * Use `create(SwitchoverRequestSchema)` to create a new message.
+ */
+export const SwitchoverRequestSchema: GenMessage<SwitchoverRequest> = /*@__PURE__*/
+  messageDesc(file_tessera_orch_v1_orch, 4);
+
+/**
+ * SwitchoverResponse when the new primary serves.
+ *
+ * @generated from message tessera.orch.v1.SwitchoverResponse
+ */
+export type SwitchoverResponse = Message<"tessera.orch.v1.SwitchoverResponse"> & {
+  /**
+   * @generated from field: string from = 1;
+   */
+  from: string;
+
+  /**
+   * @generated from field: string to = 2;
+   */
+  to: string;
+
+  /**
+   * @generated from field: int64 term = 3;
+   */
+  term: bigint;
+
+  /**
+   * How long new transactions were held by the gateways.
+   *
+   * @generated from field: int64 paused_ms = 4;
+   */
+  pausedMs: bigint;
+};
+
+/**
+ * Describes the message tessera.orch.v1.SwitchoverResponse.
+ * Use `create(SwitchoverResponseSchema)` to create a new message.
+ */
+export const SwitchoverResponseSchema: GenMessage<SwitchoverResponse> = /*@__PURE__*/
+  messageDesc(file_tessera_orch_v1_orch, 5);
+
+/**
+ * OrchService reports what orch sees and does, and takes planned actions.
  *
  * @generated from service tessera.orch.v1.OrchService
  */
@@ -215,6 +289,14 @@ export const OrchService: GenService<{
     methodKind: "unary";
     input: typeof StatusRequestSchema;
     output: typeof StatusResponseSchema;
+  },
+  /**
+   * @generated from rpc tessera.orch.v1.OrchService.Switchover
+   */
+  switchover: {
+    methodKind: "unary";
+    input: typeof SwitchoverRequestSchema;
+    output: typeof SwitchoverResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tessera_orch_v1_orch, 0);
