@@ -162,6 +162,19 @@ export function formatStandbyNames(required: number, names: readonly string[]): 
   return `ANY ${required} (${list.map((n) => `"${n.replaceAll('"', '""')}"`).join(", ")})`;
 }
 
+/**
+ * Whether any signal short of a direct probe says the primary `alias` is alive: its pooler
+ * reports Postgres running as a primary, or a replica's WAL receiver streams (from it). The
+ * second keeps a partition between orch and a healthy primary from causing a failover.
+ */
+export function primaryLooksUp(alias: string, instances: readonly InstanceView[]): boolean {
+  const primary = instances.find((i) => i.alias === alias);
+  if (primary !== undefined && primary.reachable && primary.running && primary.role === "primary") {
+    return true;
+  }
+  return instances.some((i) => i.alias !== alias && i.walReceiver === "streaming");
+}
+
 /** Decides what shard `input` needs next. */
 export function planShard(input: ShardInput): ShardPlan {
   const { record, instances } = input;

@@ -5,6 +5,7 @@ import {
   NO_REPLICA_NAME,
   parseStandbyNames,
   planShard,
+  primaryLooksUp,
   type ShardInput,
 } from "./plan.ts";
 
@@ -153,9 +154,9 @@ const CASES: Case[] = [
       instances: [primaryUp("a"), instance("b"), instance("c")],
     }),
     actions: [
+      'setDurability a ANY 1 ("b", "c")',
       "initReplica b 127.0.0.1:1a",
       "initReplica c 127.0.0.1:1a",
-      'setDurability a ANY 1 ("b", "c")',
     ],
     health: "blocked",
   },
@@ -430,4 +431,29 @@ Deno.test("standby names: format and parse round trip, quotes kept", () => {
   assertEquals(parseStandbyNames("FIRST 2 (s1, s2, s3)"), ["s1", "s2", "s3"]);
   assertEquals(parseStandbyNames("s1, s2"), ["s1", "s2"]);
   assertEquals(parseStandbyNames(""), []);
+});
+
+Deno.test("primaryLooksUp: a partition between orch and a healthy primary is not a failure", () => {
+  // orch cannot reach the primary's pooler, but a replica still streams from it.
+  assertEquals(
+    primaryLooksUp("a", [
+      instance("a", { reachable: false }),
+      replicaUp("b", "127.0.0.1:1a", { walReceiver: "streaming" }),
+    ]),
+    true,
+  );
+  // Its pooler says Postgres runs as a primary.
+  assertEquals(primaryLooksUp("a", [primaryUp("a")]), true);
+  // Nothing says it is up: only then may the direct probe and time decide.
+  assertEquals(
+    primaryLooksUp("a", [
+      instance("a", { reachable: false }),
+      replicaUp("b", "127.0.0.1:1a", { walReceiver: "" }),
+    ]),
+    false,
+  );
+  assertEquals(
+    primaryLooksUp("a", [instance("a", { initialized: true, running: false })]),
+    false,
+  );
 });

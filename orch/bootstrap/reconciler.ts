@@ -28,6 +28,7 @@ import {
   compareLsn,
   type InstanceView,
   planShard,
+  primaryLooksUp,
   type ShardAction,
   type ShardInput,
   type ShardPlan,
@@ -311,12 +312,7 @@ export class Reconciler {
     if (record.primaryAlias === undefined) return memory.primaryDownSince = 0;
     const primary = instances.find((i) => i.alias === record.primaryAlias);
     if (primary?.postgresAddress) memory.primaryAddress = primary.postgresAddress;
-    const poolerSaysUp = primary !== undefined && primary.reachable && primary.running &&
-      primary.role === "primary";
-    const replicaStreams = instances.some((i) =>
-      i.alias !== record.primaryAlias && i.walReceiver === "streaming"
-    );
-    const up = poolerSaysUp || replicaStreams ||
+    const up = primaryLooksUp(record.primaryAlias, instances) ||
       (memory.primaryAddress !== "" && await postgresAnswers(memory.primaryAddress));
     if (up) return memory.primaryDownSince = 0;
     if (memory.primaryDownSince === 0) memory.primaryDownSince = Date.now();
