@@ -1,7 +1,7 @@
 /**
  * Reusable pieces of Tessera's benchmark drivers: a pgbench runner with its output and latency
- * log parsers, a PgBouncer launcher, RSS and descriptor probes, an idle-connection opener, and
- * plain-text tables.
+ * log parsers, a PgBouncer launcher, RSS and descriptor probes, an idle-connection opener,
+ * plain-text tables, and writers that record acknowledged commits for failover measurements.
  *
  * @module
  */
@@ -85,3 +85,11 @@ export {
   readRssKb,
 } from "./rss.ts";
 export { fixed, formatMarkdownTable, formatTable, ratio, type Table } from "./table.ts";
+export {
+  type Ack,
+  firstAckSentAfter,
+  longestAckGap,
+  missingIds,
+  Writers,
+  type WritersOptions,
+} from "./writers.ts";
