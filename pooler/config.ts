@@ -35,6 +35,7 @@ export const poolerConfigSchema = z.object({
   maxLifetime: nonNegativeIntSchema.default(3600),
   queueTimeout: nonNegativeIntSchema.default(30),
   preparedCacheSize: positiveIntSchema.default(256),
+  drainTimeout: nonNegativeIntSchema.default(30),
   auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
   authFile: absolutePathSchema.optional(),
   tlsCert: absolutePathSchema.optional(),
@@ -182,6 +183,12 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       flag: "prepared-cache-size",
       env: "POOLER_PREPARED_CACHE_SIZE",
       description: "prepared statements kept per backend (default 256)",
+    },
+    drainTimeout: {
+      flag: "drain-timeout",
+      env: "POOLER_DRAIN_TIMEOUT",
+      description:
+        "seconds a shutdown waits for transactions in flight before closing their clients (default 30)",
     },
     auth: {
       flag: "auth",

@@ -97,6 +97,7 @@ export async function runPooler(
       maxLifetimeMs: config.maxLifetime * 1000,
       queueTimeoutMs: config.queueTimeout * 1000,
       preparedStatementCacheSize: config.preparedCacheSize,
+      drainTimeoutMs: config.drainTimeout * 1000,
       auth,
       ...(tls !== undefined ? { tls } : {}),
       logger,

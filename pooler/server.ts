@@ -88,6 +88,11 @@ export interface PoolerOptions {
   requireTls?: boolean;
   /** Time allowed for a client's startup phase; 10000 by default. */
   startupTimeoutMs?: number;
+  /**
+   * At {@linkcode PoolerServer.shutdown}, how long transactions in flight may take to finish
+   * before their clients are closed anyway; 30000 by default, 0 to close every client at once.
+   */
+  drainTimeoutMs?: number;
   /** Logger; a default `pooler` logger at level warn when not given. */
   logger?: Logger;
 }
@@ -121,8 +126,12 @@ export interface PoolerServer {
   /** Current stats. */
   stats(): PoolerStats;
   /**
-   * Stops accepting clients, ends every session with 57P01 (admin shutdown) and closes every
-   * backend. Resolves once all of it is done.
+   * Drains and stops: closes the listeners at once (a new pooler may take the same ports), lets
+   * every transaction in flight finish, and closes each client as soon as it is between
+   * transactions, with FATAL 57P01 (admin shutdown), which a gateway takes as a reason to send
+   * its next transaction elsewhere. Clients still in a transaction after `drainTimeoutMs` are
+   * closed too (their transactions roll back). Then every backend is closed. Resolves once all of
+   * it is done; later calls return the same promise.
    */
   shutdown(): Promise<void>;
 }
@@ -186,6 +195,8 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #timer: ReturnType<typeof setInterval> | undefined;
   #nextPid: number;
   #stopping = false;
+  #stopped: Promise<void> | null = null;
+  #drainTimeoutMs: number;
   #counters = { clientsTotal: 0, clientsRefused: 0, cancelReceived: 0, cancelForwarded: 0 };
   #handshakes = new Set<Deno.Conn>();
 
@@ -231,6 +242,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       1,
     );
     this.#admins = new Set(options.adminUsers ?? []);
+    this.#drainTimeoutMs = checkCount(options.drainTimeoutMs ?? 30_000, "drainTimeoutMs", 0);
     // Virtual process ids start at a random point so they rarely look like real ones.
     this.#nextPid = 0x10000000 + Math.floor(Math.random() * 0x1000000);
   }
@@ -429,10 +441,13 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     };
   }
 
-  async shutdown(): Promise<void> {
-    if (this.#stopping) return;
+  shutdown(): Promise<void> {
+    this.#stopped ??= this.#shutdown();
+    return this.#stopped;
+  }
+
+  async #shutdown(): Promise<void> {
     this.#stopping = true;
-    clearInterval(this.#timer);
     for (const l of this.#listeners) {
       try {
         l.close();
@@ -447,8 +462,28 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         // already closed
       }
     }
-    for (const s of this.#sessions.values()) s.terminate();
-    await Promise.allSettled([...this.#sessions.values()].map((s) => s.done));
+    // Sessions being set up now are in the map already (their startup completed).
+    const sessions = [...this.#sessions.values()];
+    if (this.#drainTimeoutMs > 0 && sessions.length > 0) {
+      this.log.info("draining: waiting for transactions in flight", {
+        sessions: sessions.length,
+        timeoutMs: this.#drainTimeoutMs,
+      });
+      for (const s of sessions) s.drain();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timedOut = new Promise<void>((r) => timer = setTimeout(r, this.#drainTimeoutMs));
+      await Promise.race([Promise.allSettled(sessions.map((s) => s.done)), timedOut]);
+      clearTimeout(timer);
+    }
+    const left = [...this.#sessions.values()];
+    if (left.length > 0 && this.#drainTimeoutMs > 0) {
+      this.log.warn("drain timeout: closing clients still in a transaction", {
+        sessions: left.length,
+      });
+    }
+    for (const s of left) s.terminate();
+    await Promise.allSettled(left.map((s) => s.done));
+    clearInterval(this.#timer);
     await Promise.allSettled([...this.#pools.values()].map((p) => p.close()));
     await Promise.allSettled([...this.#tasks]);
   }

@@ -416,7 +416,59 @@ Deno.test({
 });
 
 Deno.test({
-  name: "pooler: shutdown tells connected clients 57P01 and closes the backends",
+  name: "pooler: shutdown drains: idle clients get 57P01 at once, transactions in flight finish, " +
+    "the rest are closed at the drain timeout",
+  ...opts,
+  async fn() {
+    const db = await startTestPostgres({ port: PG_PORT });
+    try {
+      const pooler = await startPooler({
+        listen: [`127.0.0.1:${POOLER_PORT}`],
+        postgres: { socketDir: db.socketDir, port: PG_PORT },
+        poolSize: 3,
+        drainTimeoutMs: 3000,
+      });
+      const idle = await RawClient.connect();
+      const inTx = await RawClient.connect();
+      const stuck = await RawClient.connect();
+      await inTx.query("begin");
+      await inTx.query("create table drained (x int)");
+      await stuck.query("begin");
+      const stopping = pooler.shutdown();
+      const idleClosed = idle.untilClosed();
+      // New clients are refused at once; the transaction in flight goes on and commits.
+      await assertRejects(() => Deno.connect({ hostname: "127.0.0.1", port: POOLER_PORT }));
+      const failed = (msgs: { type: number }[]) =>
+        msgs.some((m) => m.type === Backend.errorResponse);
+      assert(!failed(await inTx.query("insert into drained values (1)")));
+      assertEquals(errorCodes(await idleClosed), ["57P01"]);
+      assert(!failed(await inTx.query("commit")));
+      // Closed as soon as its transaction ended.
+      assertEquals(errorCodes(await inTx.untilClosed()), ["57P01"]);
+      // Still in its transaction: served until the drain timeout, then closed.
+      assert(!failed(await stuck.query("select 1")));
+      assertEquals(errorCodes(await stuck.untilClosed()), ["57P01"]);
+      await stopping;
+      assertEquals(await direct(db, "select count(*) from drained"), [["1"]]);
+      await waitFor(
+        "the backends to close",
+        async () =>
+          (await direct(
+              db,
+              "select count(*) from pg_stat_activity where backend_type = " +
+                "'client backend' and pid <> pg_backend_pid()",
+            ))[0]![0] === "0"
+            ? true
+            : undefined,
+      );
+    } finally {
+      await db.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "pooler: shutdown without drain tells every client 57P01 and closes the backends",
   ...opts,
   async fn() {
     const db = await startTestPostgres({ port: PG_PORT });
@@ -425,6 +477,7 @@ Deno.test({
         listen: [`127.0.0.1:${POOLER_PORT}`],
         postgres: { socketDir: db.socketDir, port: PG_PORT },
         poolSize: 2,
+        drainTimeoutMs: 0,
       });
       const idle = await RawClient.connect();
       const inTx = await RawClient.connect();

@@ -274,13 +274,17 @@ export class BackendConn {
           const o = this.owner;
           if (o === null) this.#idleMessage(r);
           else o.onBackendMessage(this, r);
-          if (this.#closed) return;
+          if (this.#closed) break;
         }
         if (owner !== null) {
+          // Also when the connection closed part way through the batch: what the owner was
+          // given before (a whole reply, ReadyForQuery included, when the owner released this
+          // backend and Postgres then ended the connection) must still reach its client.
           const p = owner.onBackendBatchEnd(this);
           // After a release mid-batch, this backend must not wait on its former client.
-          if (p !== undefined && this.owner === owner) await p;
+          if (p !== undefined && this.owner === owner && !this.#closed) await p;
         }
+        if (this.#closed) return;
       }
     } catch (err) {
       error = err;
@@ -304,7 +308,11 @@ export class BackendConn {
         return;
       case Backend.errorResponse: {
         const err = decodeError(msg.payload);
-        this.#log.warn("idle backend received an error", { backend: this.id, error: err });
+        // 57P01: the server shuts down (or drains) and closes idle connections first.
+        const fields = { backend: this.id, error: err };
+        if (err.code === SqlState.adminShutdown) {
+          this.#log.info("idle backend closed by its server", fields);
+        } else this.#log.warn("idle backend received an error", fields);
         this.broken = true;
         this.close();
         return;

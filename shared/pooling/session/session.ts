@@ -151,6 +151,22 @@ for (
   ]
 ) CLIENT_TYPES[t] = 1;
 
+/**
+ * Replies that carry no result: a transaction whose client has seen only these can still be sent
+ * again elsewhere (the new connection's copies of them are dropped).
+ */
+const PREAMBLE = new Uint8Array(256);
+for (
+  const t of [
+    Backend.parseComplete,
+    Backend.bindComplete,
+    Backend.closeComplete,
+    Backend.parameterDescription,
+    Backend.rowDescription,
+    Backend.noData,
+  ]
+) PREAMBLE[t] = 1;
+
 /** Startup parameters that are not settings. */
 const NOT_SETTINGS = new Set(["user", "database", "options", "replication"]);
 
@@ -279,8 +295,19 @@ export class Session implements BackendOwner {
   /** Client messages of the transaction so far, kept while a retry elsewhere is possible. */
   #replay: Uint8Array[] | null = null;
   #replayBytes = 0;
+  /**
+   * Replies (all of them PREAMBLE) the client has of a transaction that may still be retried, by
+   * type; after a retry the new connection's first replies are checked against them and dropped.
+   */
+  #delivered: number[] = [];
+  /** How many of {@linkcode #delivered} the current connection has answered again. */
+  #matched = 0;
   /** A transaction being moved to another connection after a failure at its start. */
   #retrying: Promise<void> | null = null;
+  /** Set by {@linkcode drain}: the session ends at its next point between transactions. */
+  #draining = false;
+  /** The client loop waits for the client's next message. */
+  #reading = false;
   /** Set after the connection was lost inside a transaction block: the client must roll back. */
   #failedTxn = false;
   /** Error to report for the next statement of a failed transaction block. */
@@ -447,6 +474,7 @@ export class Session implements BackendOwner {
     try {
       outer: for (;;) {
         while (r.next()) {
+          if (this.#closing) break outer;
           const t = r.type;
           if (CLIENT_TYPES[t] !== 1) {
             throw protocolError(`invalid frontend message type ${describeType(t)}`);
@@ -499,12 +527,16 @@ export class Session implements BackendOwner {
           const wait = b.out.push();
           if (wait !== undefined) await wait; // the backend is not keeping up (a big COPY)
         }
-        if (this.#closing) break;
-        if (!r.advance(await r.read())) break;
+        if (this.#closing || (this.#draining && this.#endIfIdle())) break;
+        this.#reading = true;
+        const n = await r.read();
+        this.#reading = false;
+        if (!r.advance(n)) break;
       }
     } catch (err) {
       error = err;
     }
+    this.#reading = false;
     if (this.#dirty !== null) await this.#flushBackend().catch(() => {});
     this.#clientEnded(error, graceful);
   }
@@ -534,6 +566,8 @@ export class Session implements BackendOwner {
     if (this.#source.retry !== undefined && this.#pins === 0) {
       this.#replay = [];
       this.#replayBytes = 0;
+      this.#delivered.length = 0;
+      this.#matched = 0;
     }
     return true;
   }
@@ -561,13 +595,23 @@ export class Session implements BackendOwner {
         pool = null;
       }
       const p = pool ?? await this.#source.pool();
+      let b: BackendConn;
       try {
-        const b = await p.acquire(key, this.admin);
-        this.#pool = p;
-        return b;
+        b = await p.acquire(key, this.admin);
       } catch (error) {
         failed = { pool: p, error };
+        continue;
       }
+      if (!b.closed) {
+        this.#pool = p;
+        return b;
+      }
+      // Closed while the lending reached this session: its messages would be written nowhere.
+      p.discard(b);
+      failed = {
+        pool: p,
+        error: new TesseraError(SqlState.connectionFailure, "the pooled connection was closed"),
+      };
     }
   }
 
@@ -680,7 +724,10 @@ export class Session implements BackendOwner {
   #retryTransaction(b: BackendConn, error: unknown): void {
     const frames = this.#replay!;
     this.#replay = null;
-    this.#spanBuf = null; // replies of this read not yet handed to the client: dropped
+    // What was forwarded carries no result (else there would be no retry): the client gets it
+    // now, and the new connection's copies of it are dropped.
+    this.#flushOut();
+    this.#matched = 0;
     const pool = this.#pool!;
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
@@ -744,6 +791,8 @@ export class Session implements BackendOwner {
 
   /** A transaction that could not be started anywhere: the client gets the error. */
   #failFrames(err: TesseraError, frames: Uint8Array[]): void {
+    this.#delivered.length = 0;
+    this.#matched = 0;
     if (err.severity === "FATAL" || err.severity === "PANIC") {
       this.#fatal(err);
       this.#flushOut();
@@ -1227,6 +1276,9 @@ export class Session implements BackendOwner {
    * the read's messages are all handled.
    */
   #fwd(m: Frame): void {
+    if (
+      (this.#replay !== null || this.#matched < this.#delivered.length) && this.#retryable(m.type)
+    ) return;
     if (this.#spanBuf === m.buf && this.#spanEnd === m.start) {
       this.#spanEnd = m.end;
       return;
@@ -1237,11 +1289,34 @@ export class Session implements BackendOwner {
     this.#spanEnd = m.end;
   }
 
+  /**
+   * Bookkeeping of a reply in a transaction that may be retried: true when the reply is one the
+   * client already has from a failed connection (dropped). A reply with a result (rows, a command
+   * tag, an error, ReadyForQuery...) ends the possibility of a retry.
+   */
+  #retryable(type: number): boolean {
+    const delivered = this.#delivered;
+    if (this.#matched < delivered.length) {
+      if (delivered[this.#matched] === type) {
+        this.#matched++;
+        return true;
+      }
+      // Postgres answered differently this time: what follows is forwarded as it comes.
+      this.#matched = delivered.length;
+    }
+    if (this.#replay === null) return false;
+    if (PREAMBLE[type] === 1) {
+      delivered.push(type);
+      this.#matched++;
+    } else {
+      this.#replay = null;
+    }
+    return false;
+  }
+
   #flushSpan(): void {
     const buf = this.#spanBuf;
     if (buf === null) return;
-    // Replies handed to the client's writer are as good as seen: no retry elsewhere after this.
-    this.#replay = null;
     this.#spanBuf = null;
     this.#out.w.bytes(buf.subarray(this.#spanStart, this.#spanEnd));
   }
@@ -1660,12 +1735,14 @@ export class Session implements BackendOwner {
       return;
     }
     if (this.#pins === 0) this.#release(b);
+    else if (this.#draining && this.#reading) this.#endIfIdle();
   }
 
   #release(b: BackendConn): void {
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
     this.#pool!.release(b);
+    if (this.#draining && this.#reading) this.#endIfIdle();
   }
 
   #discard(b: BackendConn): void {
@@ -1771,6 +1848,35 @@ export class Session implements BackendOwner {
     } catch {
       // already closed
     }
+  }
+
+  /**
+   * Ends the session at its next point between transactions, or now when it is between two:
+   * the client gets FATAL 57P01 (admin shutdown) and is closed. A transaction in flight is not
+   * interrupted. For a graceful shutdown, followed by {@linkcode terminate} after a timeout.
+   */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    if (this.#reading) this.#endIfIdle();
+  }
+
+  /**
+   * Whether nothing of a transaction is open or outstanding: no request unanswered, no
+   * transaction block, no extended-protocol batch before its Sync, no COPY, no retry. A pinned
+   * session holds its backend then too.
+   */
+  get #betweenTransactions(): boolean {
+    return this.#q.size === 0 && this.#txn === I && !this.#extOpen && !this.#copyIn &&
+      !this.#clientSkip && !this.#failedTxn && this.#retrying === null &&
+      this.#establishing === null && (this.#backend === null || this.#pins !== 0);
+  }
+
+  /** Ends a draining session if it is between transactions; true when it did. */
+  #endIfIdle(): boolean {
+    if (this.#closing || this.#clientGone || !this.#betweenTransactions) return false;
+    this.terminate();
+    return true;
   }
 
   /** Ends the session from outside (shutdown): the client gets 57P01. */
