@@ -17,51 +17,12 @@ import { Logger } from "../shared/log/mod.ts";
 import { TopoClient } from "../shared/topo/mod.ts";
 import { ScramClient, ScramServer } from "../shared/wire/mod.ts";
 import { runPsql } from "./support/psql.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno task cluster ...args` from the repository root, as a user does. */
-async function cluster(...args: string[]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "cluster", ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-interface ProcessStatus {
-  name: string;
-  kind: string;
-  cell: string | null;
-  pid: number | null;
-  state: string;
-  restarts: number;
-  ports: Record<string, number>;
-  role?: string | null;
-  shardPrimary?: boolean;
-}
-
-interface Status {
-  supervisor: { pid: number; state: string; alive: boolean };
-  processes: ProcessStatus[];
-}
-
-async function status(dir: string): Promise<Status> {
-  const run = await cluster("status", "--dir", dir, "--json");
-  assertEquals(run.code, 0, `status failed: ${run.stderr}`);
-  return JSON.parse(run.stdout) as Status;
-}
+import {
+  cluster,
+  type ClusterProcess as ProcessStatus,
+  type ClusterStatus as Status,
+  clusterStatus as status,
+} from "./support/cluster.ts";
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -5,12 +5,13 @@
  * replica, and a promoted replica takes writes. Runs as root in CI, Postgres as `postgres`.
  */
 import pg from "pg";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthMethod, PgctldService, StopMode } from "../proto/gen/tessera/pgctld/v1/pgctld_pb.ts";
 import { TesseraError } from "../shared/errors/mod.ts";
 import { createRpcClient } from "../shared/rpc/mod.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../shared/testing/assert.ts";
-import { makeSharedTempDir, startTask, type TestProcess, waitFor } from "./support/process.ts";
+import { makeSharedTempDir, startTask, waitFor } from "./support/process.ts";
+import { type Node, startNode, stopNode } from "./support/pgctld.ts";
 
 const PRIMARY_RPC = 26401;
 const REPLICA_RPC = 26402;
@@ -22,61 +23,6 @@ const CLOSED_PG = 27409;
 const SUPERUSER_PASSWORD = "super-s3cret";
 const REPLICATION_PASSWORD = "repl-s3cret:with\\odd chars";
 const APP = "replica_a";
-const BINDIR = "/usr/lib/postgresql/15/bin";
-
-type Pgctld = Client<typeof PgctldService>;
-
-interface Node {
-  name: string;
-  rpc: Pgctld;
-  proc: TestProcess;
-  dataDir: string;
-  socketDir: string;
-  pgPort: number;
-  logFile: string;
-}
-
-async function startNode(
-  base: string,
-  name: string,
-  rpcPort: number,
-  pgPort: number,
-  passwordFile: string,
-): Promise<Node> {
-  const dataDir = `${base}/${name}/data`;
-  const logFile = `${base}/${name}-pgctld.log`;
-  const proc = await startTask("pgctld", [
-    "--data-dir",
-    dataDir,
-    "--port",
-    String(rpcPort),
-    "--pg-port",
-    String(pgPort),
-    "--pg-listen-address",
-    "127.0.0.1",
-    "--replication-password-file",
-    passwordFile,
-    "--alias",
-    name,
-  ], logFile);
-  const rpc = createRpcClient(PgctldService, `http://127.0.0.1:${rpcPort}`, { timeoutMs: 120_000 });
-  await waitFor(`pgctld ${name}`, async () => (await rpc.status({})).status);
-  return { name, rpc, proc, dataDir, socketDir: `${base}/${name}/run`, pgPort, logFile };
-}
-
-async function stopNode(node: Node | undefined): Promise<void> {
-  if (node === undefined) return;
-  const s = await node.rpc.status({}).then((r) => r.status).catch(() => undefined);
-  if (s?.running) await node.rpc.stop({ mode: StopMode.IMMEDIATE }).catch(() => undefined);
-  await node.proc.stop();
-  // Whatever happened above, no Postgres may outlive the test.
-  const pg_ctl = ["pg_ctl", "stop", "-D", node.dataDir, "-m", "immediate", "-s"];
-  const cmd = Deno.uid() === 0
-    ? ["runuser", "-u", "postgres", "--", `${BINDIR}/pg_ctl`, ...pg_ctl.slice(1)]
-    : [`${BINDIR}/pg_ctl`, ...pg_ctl.slice(1)];
-  await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "null" })
-    .output().catch(() => undefined);
-}
 
 function connect(node: Node): pg.ClientConfig {
   return { host: node.socketDir, port: node.pgPort, user: "postgres", database: "postgres" };
