@@ -7,11 +7,18 @@
 import pg from "pg";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthMethod, PgctldService, StopMode } from "../proto/gen/tessera/pgctld/v1/pgctld_pb.ts";
-import { TesseraError } from "../shared/errors/mod.ts";
 import { createRpcClient } from "../shared/rpc/mod.ts";
-import { assert, assertEquals, assertMatch, assertRejects } from "../shared/testing/assert.ts";
+import { assert, assertEquals, assertMatch } from "../shared/testing/assert.ts";
 import { makeSharedTempDir, startTask, waitFor } from "./support/process.ts";
-import { type Node, startNode, stopNode } from "./support/pgctld.ts";
+import {
+  connect,
+  expectCode,
+  ids,
+  type Node,
+  query,
+  startNode,
+  stopNode,
+} from "./support/pgctld.ts";
 
 const PRIMARY_RPC = 26401;
 const REPLICA_RPC = 26402;
@@ -23,30 +30,6 @@ const CLOSED_PG = 27409;
 const SUPERUSER_PASSWORD = "super-s3cret";
 const REPLICATION_PASSWORD = "repl-s3cret:with\\odd chars";
 const APP = "replica_a";
-
-function connect(node: Node): pg.ClientConfig {
-  return { host: node.socketDir, port: node.pgPort, user: "postgres", database: "postgres" };
-}
-
-async function query(node: Node, sql: string): Promise<Record<string, unknown>[]> {
-  const client = new pg.Client(connect(node));
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-async function ids(node: Node): Promise<number[]> {
-  return (await query(node, "select id from t order by id")).map((r) => Number(r.id));
-}
-
-async function expectCode(promise: Promise<unknown>, sqlstate: string): Promise<TesseraError> {
-  const err = await assertRejects(() => promise, TesseraError);
-  assertEquals(err.code, sqlstate, err.message);
-  return err;
-}
 
 function sleep(ms: number): Promise<"timeout"> {
   return new Promise((resolve) => setTimeout(() => resolve("timeout"), ms));

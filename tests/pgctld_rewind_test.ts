@@ -4,13 +4,12 @@
  * Rewind turns A into a read-only replica of B, without the diverged row. Runs as root in CI,
  * Postgres as `postgres`.
  */
-import pg from "pg";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthMethod, StopMode } from "../proto/gen/tessera/pgctld/v1/pgctld_pb.ts";
 import { TesseraError } from "../shared/errors/mod.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../shared/testing/assert.ts";
 import { makeSharedTempDir, waitFor } from "./support/process.ts";
-import { type Node, startNode, stopNode } from "./support/pgctld.ts";
+import { expectCode, ids, type Node, query, startNode, stopNode } from "./support/pgctld.ts";
 
 const A_RPC = 26501;
 const B_RPC = 26502;
@@ -21,31 +20,6 @@ const EMPTY_PG = 27503;
 const CLOSED_PG = 27505;
 const SUPERUSER_PASSWORD = "super-s3cret";
 const REPLICATION_PASSWORD = "rewind-s3cret";
-
-async function query(node: Node, sql: string): Promise<Record<string, unknown>[]> {
-  const client = new pg.Client({
-    host: node.socketDir,
-    port: node.pgPort,
-    user: "postgres",
-    database: "postgres",
-  });
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-async function ids(node: Node): Promise<number[]> {
-  return (await query(node, "select id from t order by id")).map((r) => Number(r.id));
-}
-
-async function expectCode(promise: Promise<unknown>, sqlstate: string): Promise<TesseraError> {
-  const err = await assertRejects(() => promise, TesseraError);
-  assertEquals(err.code, sqlstate, err.message);
-  return err;
-}
 
 Deno.test({
   name: "pgctld rewinds a crashed, diverged former primary into a replica of the new primary",

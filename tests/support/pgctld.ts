@@ -6,8 +6,11 @@
  */
 
 import type { Client } from "@connectrpc/connect";
+import pg from "pg";
 import { PgctldService, StopMode } from "../../proto/gen/tessera/pgctld/v1/pgctld_pb.ts";
+import { TesseraError } from "../../shared/errors/mod.ts";
 import { findPgBindir } from "../../shared/pgbin/mod.ts";
+import { assertEquals, assertRejects } from "../../shared/testing/assert.ts";
 import { createRpcClient } from "../../shared/rpc/mod.ts";
 import { startTask, type TestProcess, waitFor } from "./process.ts";
 
@@ -74,4 +77,35 @@ export async function stopNode(node: Node | undefined): Promise<void> {
     : [pgCtl, ...args];
   await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "null" })
     .output().catch(() => undefined);
+}
+
+/** node-postgres settings for `node`'s Postgres over its Unix socket as `postgres`. */
+export function connect(node: Node): pg.ClientConfig {
+  return { host: node.socketDir, port: node.pgPort, user: "postgres", database: "postgres" };
+}
+
+/** Runs `sql` on `node`'s Postgres in a fresh connection and returns its rows. */
+export async function query(node: Node, sql: string): Promise<Record<string, unknown>[]> {
+  const client = new pg.Client(connect(node));
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** The ids in table `t` on `node`, in order. */
+export async function ids(node: Node): Promise<number[]> {
+  return (await query(node, "select id from t order by id")).map((r) => Number(r.id));
+}
+
+/** Asserts that `promise` rejects with a TesseraError of SQLSTATE `sqlstate`, and returns it. */
+export async function expectCode(
+  promise: Promise<unknown>,
+  sqlstate: string,
+): Promise<TesseraError> {
+  const err = await assertRejects(() => promise, TesseraError);
+  assertEquals(err.code, sqlstate, err.message);
+  return err;
 }
