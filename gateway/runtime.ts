@@ -18,6 +18,7 @@ import { permissionState } from "./control/permissions.ts";
 import { registerGatewayService } from "./control/service.ts";
 import { gatewayAuth } from "./control/users.ts";
 import { TopoTargetResolver } from "./routing/topo_resolver.ts";
+import { initParser } from "./planner/mod.ts";
 import { type GatewayServer, startGateway } from "./server.ts";
 
 /** Version reported in `/status`. */
@@ -55,6 +56,8 @@ export async function runGateway(
     level: config.logLevel,
     ...(options.sink ? { sink: options.sink } : {}),
   });
+  // The SQL parser (WebAssembly) loads from disk: before the gateway gives up read access.
+  await initParser();
   const tls = config.tlsCert !== undefined && config.tlsKey !== undefined
     ? loadFrontendTls({ certFile: config.tlsCert, keyFile: config.tlsKey })
     : undefined;
@@ -90,6 +93,7 @@ export async function runGateway(
       retryWindowMs: Math.round(config.bufferWindow * 1000),
       ...(config.poolerPassword !== undefined ? { poolerPassword: config.poolerPassword } : {}),
       logger,
+      sharding: resolver,
     });
     cleanups.push(() => gateway.shutdown());
     // Least busy replica: the data path's pool counters, fed to the resolver off the hot path.

@@ -20,7 +20,7 @@ import {
 import { Logger } from "../shared/log/mod.ts";
 import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
 import {
-  type BackendConn,
+  BackendConn,
   type BackendTarget,
   Pool,
   type PoolSettings,
@@ -34,8 +34,13 @@ import {
   parseDatabaseName,
   type PoolerEndpoint,
   type SessionTarget,
+  type ShardingSource,
   type TargetResolver,
 } from "./routing/target.ts";
+import { type KeyspaceVSchema, parseVSchema } from "../shared/vschema/mod.ts";
+import { initParser, Planner } from "./planner/mod.ts";
+import { buildVindexes, type Vindex } from "./sharding/mod.ts";
+import { type ShardedHost, ShardedSession } from "./engine/session.ts";
 
 /** A TCP address to listen on. */
 export interface GatewayListenAddress {
@@ -77,6 +82,13 @@ export interface GatewayOptions {
   retryWindowMs?: number;
   /** Logger; a default `gateway` logger at level warn when not given. */
   logger?: Logger;
+  /**
+   * Keyspace sharding facts (the topo resolver): sessions on a sharded keyspace are planned and
+   * run by the sharding engine. Without it every keyspace is served as unsharded.
+   */
+  sharding?: ShardingSource;
+  /** Most bytes one statement may gather in the gateway (sorts, aggregates); 128 MiB by default. */
+  maxResultBytes?: number;
 }
 
 /** Stats of one pool of connections to a pooler. */
@@ -191,6 +203,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * ```
  */
 export async function startGateway(options: GatewayOptions): Promise<GatewayServer> {
+  // Sharded keyspaces need the SQL parser (WebAssembly, loaded from disk once).
+  if (options.sharding !== undefined) await initParser();
   const server = new GatewayServerImpl(options);
   await server.start();
   return server;
@@ -235,7 +249,7 @@ class ResolvedPools implements PoolSource {
   }
 }
 
-class GatewayServerImpl implements GatewayServer, SessionHost {
+class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
   readonly log: Logger;
   readonly preparedCacheSize = 256;
   readonly addresses: Deno.NetAddr[] = [];
@@ -250,15 +264,19 @@ class GatewayServerImpl implements GatewayServer, SessionHost {
     retries: 0,
   };
   stopping = false;
+  readonly maxResultBytes: number;
 
   #options: GatewayOptions;
+  #planner: Planner | null = null;
+  #plannerVersion = -1;
+  #vindexes = new Map<string, Map<string, Vindex>>();
   #poolSettings: PoolSettings;
   #maxClients: number;
   #maxPerUser: number;
   #listeners: Deno.Listener[] = [];
   #pools = new Map<string, PoolEntry>();
   #poolEndpoints = new WeakMap<Pool, PoolerEndpoint>();
-  #sessions = new Map<number, Session>();
+  #sessions = new Map<number, Session | ShardedSession>();
   #perUser = new Map<string, number>();
   #handshakes = new Set<Deno.Conn>();
   #tasks = new Set<Promise<unknown>>();
@@ -286,6 +304,11 @@ class GatewayServerImpl implements GatewayServer, SessionHost {
     );
     this.#maxPerUser = checkCount(options.maxConnectionsPerUser ?? 0, "maxConnectionsPerUser", 0);
     this.retryWindowMs = checkCount(options.retryWindowMs ?? 10_000, "retryWindowMs", 0);
+    this.maxResultBytes = checkCount(
+      options.maxResultBytes ?? 128 * 1024 * 1024,
+      "maxResultBytes",
+      1,
+    );
     this.#nextPid = 0x10000000 + Math.floor(Math.random() * 0x1000000);
   }
 
@@ -432,18 +455,15 @@ class GatewayServerImpl implements GatewayServer, SessionHost {
     this.#perUser.set(user, n + 1);
     const pid = this.#allocatePid();
     const secret = crypto.getRandomValues(new Int32Array(1))[0]!;
-    const session = new Session(
-      this,
-      new ResolvedPools(this, target, user),
-      res,
-      pid,
-      secret,
-      false,
-    );
+    const sharded = this.#options.sharding?.keyspaceSharding(target.keyspace)?.sharded === true;
+    const session = sharded
+      ? new ShardedSession(this, target, res, pid, secret)
+      : new Session(this, new ResolvedPools(this, target, user), res, pid, secret, false);
     this.#sessions.set(pid, session);
     this.counters.clientsTotal++;
     try {
-      await session.run(res);
+      if (session instanceof ShardedSession) await session.run();
+      else await session.run(res);
     } catch (err) {
       this.log.error("session failed", { error: err });
     } finally {
@@ -489,6 +509,11 @@ class GatewayServerImpl implements GatewayServer, SessionHost {
     this.counters.cancelReceived++;
     const session = this.#sessions.get(pid);
     if (session === undefined || (secret !== null && session.secret !== secret)) return false;
+    if (session instanceof ShardedSession) {
+      this.counters.cancelForwarded++;
+      session.cancel();
+      return true;
+    }
     const b = session.backend;
     if (b === null) return true; // nothing runs for this client
     this.counters.cancelForwarded++;
@@ -507,6 +532,56 @@ class GatewayServerImpl implements GatewayServer, SessionHost {
         this.log.warn("could not forward a cancel request", { error: err })
       ),
     );
+  }
+
+  // ---------------------------------------------------------------- sharded sessions
+
+  /** The planner over the vschemas in topo, rebuilt when they change. */
+  planner(): Planner {
+    const src = this.#options.sharding;
+    const version = src?.shardingVersion ?? 0;
+    if (this.#planner === null || version !== this.#plannerVersion) {
+      const vschemas: Record<string, KeyspaceVSchema> = {};
+      for (const [ks, raw] of src?.vschemas() ?? new Map<string, unknown>()) {
+        try {
+          vschemas[ks] = parseVSchema(raw, ks);
+        } catch (err) {
+          this.log.warn("ignoring an invalid vschema in topo", { keyspace: ks, error: err });
+        }
+      }
+      this.#planner ??= new Planner();
+      this.#planner.setVSchemas(vschemas);
+      this.#vindexes = new Map(
+        Object.entries(vschemas).map(([ks, vs]) => [ks, buildVindexes(vs, ks)]),
+      );
+      this.#plannerVersion = version;
+    }
+    return this.#planner;
+  }
+
+  shards(keyspace: string): string[] {
+    return this.#options.sharding?.keyspaceSharding(keyspace)?.shards ?? [];
+  }
+
+  vindex(keyspace: string, name: string): Vindex {
+    this.planner();
+    const v = this.#vindexes.get(keyspace)?.get(name);
+    if (v === undefined) {
+      throw new TesseraError(
+        SqlState.undefinedObject,
+        `vindex "${name}" does not exist in keyspace "${keyspace}"`,
+      );
+    }
+    return v;
+  }
+
+  async connectShard(
+    endpoint: PoolerEndpoint,
+    user: string,
+    database: string,
+  ): Promise<BackendConn> {
+    const target = poolerTarget(endpoint.address, this.#options.poolerPassword, 5_000);
+    return await BackendConn.connect(target, user, database, this.log, () => {});
   }
 
   transactionLost(_session: Session): void {

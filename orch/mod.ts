@@ -7,6 +7,12 @@
 
 export { type OrchConfig, orchConfigSchema, orchConfigSpec } from "./config.ts";
 export { ORCH_VERSION, type OrchRuntime, runOrch } from "./runtime.ts";
+export {
+  addVSchemaRoutes,
+  type AdminIssue,
+  checkVSchemaUpdate,
+  type VSchemaCheck,
+} from "./admin/vschema.ts";
 export { Reconciler, type ReconcilerOptions, type ShardReport } from "./bootstrap/reconciler.ts";
 export {
   formatStandbyNames,

@@ -1,7 +1,7 @@
 /**
  * A whole orch process from its configuration: topo connection, the shard reconciler, the HTTP
- * server with `/live`, `/ready`, `/status` and the Connect service, and its record in the cell
- * topo under a lease.
+ * server with `/live`, `/ready`, `/status`, the admin API (`/api/v1/...`, see admin/vschema.ts)
+ * and the Connect service, and its record in the cell topo under a lease.
  *
  * @module
  */
@@ -12,6 +12,7 @@ import { Logger, type LogSink } from "../shared/log/mod.ts";
 import { CleanupStack } from "../shared/proc/mod.ts";
 import { createRpcHandler } from "../shared/rpc/mod.ts";
 import { type OrchRecord, TopoClient, TopoRegistration } from "../shared/topo/mod.ts";
+import { addVSchemaRoutes } from "./admin/vschema.ts";
 import { Reconciler } from "./bootstrap/reconciler.ts";
 import type { OrchConfig } from "./config.ts";
 import { registerOrchService } from "./control/service.ts";
@@ -80,6 +81,7 @@ export async function runOrch(
         })),
       }),
     });
+    addVSchemaRoutes(app, topo);
     const rpc = createRpcHandler(
       (router) => registerOrchService(router, reconciler, identity),
       { logger },

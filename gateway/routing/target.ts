@@ -20,6 +20,11 @@ export interface SessionTarget {
   kind: TargetKind;
   /** The tag, for kind `tag`. */
   tag?: string;
+  /**
+   * One shard (key range) of the keyspace: set by the sharding engine, which addresses every
+   * shard of a sharded keyspace on its own. Unset: the keyspace's only shard.
+   */
+  shard?: string;
 }
 
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
@@ -74,4 +79,24 @@ export interface TargetResolver {
   resolve(target: SessionTarget, signal?: AbortSignal): Promise<PoolerEndpoint>;
   /** Marks `endpoint` as failing so it is avoided until topo shows it again or a short time passes. */
   reportFailure(endpoint: PoolerEndpoint, error: unknown): void;
+}
+
+/** What the gateway knows of a keyspace's sharding, from topo. */
+export interface KeyspaceSharding {
+  /** Whether the keyspace is sharded (its record says so, its vschema does, or it has several shards). */
+  sharded: boolean;
+  /** Its shards (key ranges), sorted by where they start. */
+  shards: string[];
+  /** Its vschema as stored in topo (not validated here), if any. */
+  vschema: unknown;
+}
+
+/** Source of keyspace sharding facts (the topo resolver), for the sharding engine. */
+export interface ShardingSource {
+  /** Bumped whenever a keyspace, shard or vschema record changes. */
+  readonly shardingVersion: number;
+  /** The keyspace's sharding, or undefined when topo does not know it. */
+  keyspaceSharding(keyspace: string): KeyspaceSharding | undefined;
+  /** Every stored vschema by keyspace. */
+  vschemas(): ReadonlyMap<string, unknown>;
 }

@@ -21,7 +21,14 @@ import type {
   TopoClient,
   TopoWatch,
 } from "../../shared/topo/mod.ts";
-import type { PoolerEndpoint, SessionTarget, TargetResolver } from "./target.ts";
+import { parseKeyRange } from "../../shared/vschema/mod.ts";
+import type {
+  KeyspaceSharding,
+  PoolerEndpoint,
+  SessionTarget,
+  ShardingSource,
+  TargetResolver,
+} from "./target.ts";
 
 /** A registered pooler as the view holds it. */
 export interface ViewPooler {
@@ -63,8 +70,9 @@ export type Plan =
 
 /** `app`, `app@replica`, `app@olap`: how a target is named in messages and stats. */
 export function targetName(target: SessionTarget): string {
-  if (target.kind === "primary") return target.keyspace;
-  return `${target.keyspace}@${target.kind === "tag" ? target.tag : "replica"}`;
+  const ks = target.shard === undefined ? target.keyspace : `${target.keyspace}/${target.shard}`;
+  if (target.kind === "primary") return ks;
+  return `${ks}@${target.kind === "tag" ? target.tag : "replica"}`;
 }
 
 function endpointOf(p: PoolerRecord, term: number): PoolerEndpoint {
@@ -131,7 +139,15 @@ export function planTarget(
     ...(shardRecords?.keys() ?? []),
     ...inKeyspace.map((p) => p.record.shard),
   ]);
-  if (shardNames.size > 1 || view.keyspaces.get(ks)?.sharded === true) {
+  if (target.shard !== undefined) {
+    if (!shardNames.has(target.shard)) {
+      return {
+        ok: false,
+        reason: "unavailable",
+        message: `keyspace "${ks}" has no shard "${target.shard}" in topo`,
+      };
+    }
+  } else if (shardNames.size > 1 || view.keyspaces.get(ks)?.sharded === true) {
     return {
       ok: false,
       reason: "unsupported",
@@ -139,7 +155,7 @@ export function planTarget(
         "routing to sharded keyspaces is not supported yet",
     };
   }
-  const shard = [...shardNames][0];
+  const shard = target.shard ?? [...shardNames][0];
   if (shard === undefined) {
     return { ok: false, reason: "unavailable", message: `keyspace "${ks}" has no shard in topo` };
   }
@@ -266,7 +282,7 @@ const UNLOADED_VIEW: RoutingView = { keyspaces: new Map(), shards: new Map(), po
  * const endpoint = await resolver.resolve(parseDatabaseName("app@replica"));
  * ```
  */
-export class TopoTargetResolver implements TargetResolver {
+export class TopoTargetResolver implements TargetResolver, ShardingSource {
   #topo: TopoClient;
   #log: Logger | undefined;
   #windowMs: number;
@@ -276,6 +292,8 @@ export class TopoTargetResolver implements TargetResolver {
   #cell: string | undefined;
   #keyspaces = new Map<string, KeyspaceRecord>();
   #shards = new Map<string, Map<string, ShardRecord>>();
+  #vschemas = new Map<string, unknown>();
+  #shardingVersion = 0;
   /** Poolers by cell, then by alias. */
   #cellPoolers = new Map<string, Map<string, ViewPooler>>();
   #view: RoutingView = UNLOADED_VIEW;
@@ -293,7 +311,7 @@ export class TopoTargetResolver implements TargetResolver {
   #rejected = 0;
   #watches: TopoWatch<unknown>[] = [];
   #cellWatches = new Map<string, TopoWatch<unknown>>();
-  #pending = new Set<string>(["keyspaces", "shards", "cells"]);
+  #pending = new Set<string>(["keyspaces", "shards", "cells", "vschemas"]);
   #loaded = Promise.withResolvers<void>();
   #isLoaded = false;
   #closed = false;
@@ -328,6 +346,7 @@ export class TopoTargetResolver implements TargetResolver {
     this.#follow("keyspaces", this.#topo.global.keyspaces.watch([]), (e) => this.#onKeyspace(e));
     this.#follow("shards", this.#topo.global.shards.watch([]), (e) => this.#onShard(e));
     this.#follow("cells", this.#topo.global.cells.watch([]), (e) => this.#onCell(e));
+    this.#follow("vschemas", this.#topo.global.vschemas.watch([]), (e) => this.#onVSchema(e));
     if (timeoutMs === undefined) return await this.#loaded.promise;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -379,6 +398,16 @@ export class TopoTargetResolver implements TargetResolver {
       }
     } else if (e.type === "put") this.#keyspaces.set(e.params[0], e.value);
     else if (e.type === "delete") this.#keyspaces.delete(e.params[0]);
+  }
+
+  #onVSchema(e: RecordEvent<Record<string, unknown>, [string]>): void {
+    if (e.type === "resync") {
+      this.#vschemas.clear();
+      for (const item of e.items) {
+        if (item.type === "record") this.#vschemas.set(item.params[0], item.value);
+      }
+    } else if (e.type === "put") this.#vschemas.set(e.params[0], e.value);
+    else if (e.type === "delete") this.#vschemas.delete(e.params[0]);
   }
 
   #onShard(e: RecordEvent<ShardRecord, [string, string]>): void {
@@ -496,6 +525,7 @@ export class TopoTargetResolver implements TargetResolver {
     }
     const shards = new Map([...this.#shards].map(([ks, m]) => [ks, new Map(m)] as const));
     this.#view = { keyspaces: new Map(this.#keyspaces), shards, poolers };
+    this.#shardingVersion++;
     this.#primaryCache.clear();
     this.#wakeAll();
   }
@@ -515,7 +545,7 @@ export class TopoTargetResolver implements TargetResolver {
     // is failing, so the per-transaction resolve is a map lookup.
     const cacheable = target.kind === "primary" && this.#bad.size === 0;
     if (cacheable) {
-      const cached = this.#primaryCache.get(target.keyspace);
+      const cached = this.#primaryCache.get(targetName(target));
       if (cached !== undefined) return cached;
     }
     const plan = planTarget(this.#view, target, {
@@ -525,7 +555,7 @@ export class TopoTargetResolver implements TargetResolver {
       replicaFallback: this.#replicaFallback,
       ...(this.#cell !== undefined ? { cell: this.#cell } : {}),
     });
-    if (cacheable && plan.ok) this.#primaryCache.set(target.keyspace, plan);
+    if (cacheable && plan.ok) this.#primaryCache.set(targetName(target), plan);
     return plan;
   }
 
@@ -675,6 +705,45 @@ export class TopoTargetResolver implements TargetResolver {
       choices,
       failing: [...this.#badSet()],
     };
+  }
+
+  /** See {@linkcode ShardingSource.shardingVersion}. */
+  get shardingVersion(): number {
+    return this.#shardingVersion;
+  }
+
+  /** See {@linkcode ShardingSource.keyspaceSharding}. */
+  keyspaceSharding(keyspace: string): KeyspaceSharding | undefined {
+    const record = this.#view.keyspaces.get(keyspace);
+    const names = new Set<string>(this.#view.shards.get(keyspace)?.keys() ?? []);
+    for (const p of this.#view.poolers.values()) {
+      if (p.record.keyspace === keyspace) names.add(p.record.shard);
+    }
+    const vschema = this.#vschemas.get(keyspace);
+    if (record === undefined && names.size === 0 && vschema === undefined) return undefined;
+    const vsSharded = (vschema as { sharded?: unknown } | undefined)?.sharded === true;
+    const start = (range: string): string => {
+      try {
+        return [...parseKeyRange(range).start].map((b) => b.toString(16).padStart(2, "0")).join(
+          "",
+        );
+      } catch {
+        return range;
+      }
+    };
+    const shards = [...names].sort((a, b) =>
+      start(a) < start(b) ? -1 : start(a) > start(b) ? 1 : 0
+    );
+    return {
+      sharded: record?.sharded === true || vsSharded || shards.length > 1,
+      shards,
+      vschema,
+    };
+  }
+
+  /** See {@linkcode ShardingSource.vschemas}. */
+  vschemas(): ReadonlyMap<string, unknown> {
+    return this.#vschemas;
   }
 
   /** Whether some keyspace has a serving primary now. */

@@ -3,12 +3,15 @@
  *
  *     deno task ctl status [--orch URL] [--json]
  *     deno task ctl switchover KEYSPACE/SHARD [--to ALIAS] [--drain-seconds N] [--orch URL]
+ *     deno task ctl vschema show KEYSPACE [--orch URL]
+ *     deno task ctl vschema apply KEYSPACE --file FILE [--orch URL]
  *
  * `--orch` defaults to `ORCH_URL` or `http://127.0.0.1:15000` (the local cluster's orch).
  *
  * @module
  */
 
+import { isAbsolute, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { OrchService } from "../../proto/gen/tessera/orch/v1/orch_pb.ts";
 import { TesseraError } from "../../shared/errors/mod.ts";
@@ -17,6 +20,8 @@ import { createRpcClient } from "../../shared/rpc/mod.ts";
 const USAGE = `usage:
   deno task ctl status [--orch URL] [--json]
   deno task ctl switchover KEYSPACE/SHARD [--to ALIAS] [--drain-seconds N] [--orch URL]
+  deno task ctl vschema show KEYSPACE [--orch URL]
+  deno task ctl vschema apply KEYSPACE --file FILE (or -f FILE) [--orch URL]
 
 --orch defaults to $ORCH_URL or http://127.0.0.1:15000`;
 
@@ -31,6 +36,7 @@ export async function ctlMain(args: string[]): Promise<number> {
         orch: { type: "string" },
         to: { type: "string" },
         "drain-seconds": { type: "string" },
+        file: { type: "string", short: "f" },
         json: { type: "boolean" },
         help: { type: "boolean" },
       },
@@ -92,6 +98,8 @@ export async function ctlMain(args: string[]): Promise<number> {
         );
         return 0;
       }
+      case "vschema":
+        return await vschemaCommand(url, positionals.slice(1), values.file);
       default:
         console.error(`ctl: unknown command '${positionals[0]}'\n${USAGE}`);
         return 2;
@@ -105,6 +113,96 @@ export async function ctlMain(args: string[]): Promise<number> {
     );
     return 1;
   }
+}
+
+/** Where relative paths given by the user start: the shell's folder, not deno.json's. */
+function userPath(path: string): string {
+  if (isAbsolute(path)) return path;
+  return resolve(Deno.env.get("INIT_CWD") ?? Deno.cwd(), path);
+}
+
+async function readBody(res: Response): Promise<unknown> {
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { error: text.trim() || `HTTP ${res.status}` };
+  }
+}
+
+function errorOf(body: unknown, status: number): string {
+  const e = (body as { error?: unknown } | null)?.error;
+  if (typeof e === "string") return e;
+  if (
+    e !== null && typeof e === "object" && typeof (e as { message?: unknown }).message === "string"
+  ) {
+    return (e as { message: string }).message;
+  }
+  return `orch answered HTTP ${status}`;
+}
+
+/** `vschema show KS` and `vschema apply KS --file F`, over orch's admin API. */
+async function vschemaCommand(
+  orchUrl: string,
+  args: string[],
+  file: string | undefined,
+): Promise<number> {
+  const [sub, keyspace, ...rest] = args;
+  if ((sub !== "show" && sub !== "apply") || keyspace === undefined || rest.length > 0) {
+    console.error(`ctl: vschema needs 'show KEYSPACE' or 'apply KEYSPACE --file FILE'\n${USAGE}`);
+    return 2;
+  }
+  const url = `${orchUrl.replace(/\/+$/, "")}/api/v1/keyspaces/${
+    encodeURIComponent(keyspace)
+  }/vschema`;
+  if (sub === "show") {
+    if (file !== undefined) {
+      console.error("ctl: vschema show takes no --file");
+      return 2;
+    }
+    const res = await fetch(url, { signal: AbortSignal.timeout(30_000) });
+    const body = await readBody(res);
+    if (!res.ok) {
+      console.error(`ctl: ${errorOf(body, res.status)}`);
+      return 1;
+    }
+    console.log(JSON.stringify(body, null, 2));
+    return 0;
+  }
+  if (file === undefined) {
+    console.error(`ctl: vschema apply needs --file FILE\n${USAGE}`);
+    return 2;
+  }
+  const path = userPath(file);
+  let vschema: unknown;
+  try {
+    vschema = JSON.parse(await Deno.readTextFile(path));
+  } catch (err) {
+    console.error(
+      `ctl: cannot read the vschema in '${path}': ${err instanceof Error ? err.message : err}`,
+    );
+    return 1;
+  }
+  const res = await fetch(url, {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(vschema),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const body = await readBody(res);
+  if (!res.ok) {
+    console.error(`ctl: ${errorOf(body, res.status)}`);
+    const issues = (body as { issues?: unknown } | null)?.issues;
+    if (Array.isArray(issues)) {
+      for (const i of issues as { path?: unknown; reason?: unknown }[]) {
+        console.error(`  ${String(i.path)}: ${String(i.reason)}`);
+      }
+    }
+    return 1;
+  }
+  const tables = Object.keys((body as { tables?: object }).tables ?? {}).length;
+  console.log(`applied the vschema of keyspace '${keyspace}' from ${path} (${tables} table(s))`);
+  return 0;
 }
 
 if (import.meta.main) Deno.exit(await ctlMain(Deno.args));

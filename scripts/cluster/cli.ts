@@ -86,6 +86,9 @@ function printInfo(state: ClusterState, plan: ClusterPlan, o: Output): void {
     `Tessera cluster in ${state.dir}: ${instances} Postgres instance(s) in ${state.gateways.length} cell(s)`,
   );
   for (const line of connectionInfo(state, target.database, target.user)) o.out(line);
+  for (const ks of plan.file.keyspaces) {
+    if (ks.sharded) o.out(`  sharded:  keyspace ${ks.name} over ${ks.shards.join(", ")}`);
+  }
   if (state.auth === "scram-sha-256") {
     o.out(`  (SCRAM authentication: the users and passwords of the cluster file)`);
   }
@@ -135,6 +138,66 @@ async function httpReady(port: number, path: string): Promise<boolean> {
   }
 }
 
+/** Why the gateways do not answer `SELECT 1` on the probe keyspace; empty when they all do. */
+async function gatewaysNotAnswering(
+  state: ClusterState,
+  target: { database: string; user: string; password?: string },
+): Promise<string[]> {
+  const problems: string[] = [];
+  for (const gw of state.gateways) {
+    const problem = await selectOne(gw.pgPort, target);
+    if (problem !== undefined) problems.push(`gateway ${gw.cell} (port ${gw.pgPort}): ${problem}`);
+  }
+  return problems;
+}
+
+/**
+ * Readiness when the first keyspace is sharded (the gateway does not route its queries yet):
+ * every gateway's `/ready` answers 200, and every shard of every keyspace has a primary recorded
+ * in topo whose pooler registered as `primary`. Empty when ready.
+ */
+async function shardedNotReady(state: ClusterState, plan: ClusterPlan): Promise<string[]> {
+  const problems: string[] = [];
+  for (const gw of state.gateways) {
+    if (!await httpReady(gw.httpPort, "/ready")) {
+      problems.push(`gateway ${gw.cell} (port ${gw.httpPort}): /ready does not answer 200`);
+    }
+  }
+  let topo: TopoClient | undefined;
+  try {
+    topo = await TopoClient.connect({
+      endpoints: state.etcdEndpoint,
+      logger: quietLogger(),
+      callTimeoutMs: 2000,
+    });
+    const types = new Map<string, string>();
+    for (const cell of plan.cells) {
+      try {
+        for (const item of await (await topo.cell(cell)).poolers.list()) {
+          if (item.type === "record") types.set(item.value.alias, item.value.type);
+        }
+      } catch {
+        // cell not registered yet
+      }
+    }
+    for (const ks of plan.file.keyspaces) {
+      for (const range of ks.shards) {
+        const primary = (await topo.global.shards.get(ks.name, range))?.value.primaryAlias;
+        if (primary === undefined) {
+          problems.push(`shard ${ks.name}/${range} has no primary yet`);
+        } else if (types.get(primary) !== "primary") {
+          problems.push(`shard ${ks.name}/${range}: primary ${primary} is not serving yet`);
+        }
+      }
+    }
+  } catch (err) {
+    problems.push(`topo: ${err instanceof Error ? err.message : String(err)}`);
+  } finally {
+    await topo?.close().catch(() => undefined);
+  }
+  return problems;
+}
+
 /** Why each process is not up yet (not running, or its HTTP `/ready` does not answer 200). */
 async function notUp(state: ClusterState): Promise<string[]> {
   const out: string[] = [];
@@ -175,11 +238,16 @@ export interface UpFlags extends PlanInput {
 export async function up(flags: UpFlags, o: Output = consoleOutput): Promise<number> {
   const { dir } = flags;
   const saved = await readOptions(dir);
+  // Flags given now replace the saved ones they would contradict: a cluster file replaces
+  // saved --shards/--vschema, and --shards/--vschema replace a saved cluster file.
+  const flagsLayout = flags.shards !== undefined || flags.vschema !== undefined;
   const input: PlanInput = {
     replicas: flags.replicas ?? saved?.replicas,
     cells: flags.cells ?? (flags.config === undefined ? saved?.cells : undefined),
     basePort: flags.basePort ?? saved?.basePort,
-    config: flags.config ?? saved?.config,
+    config: flags.config ?? (flagsLayout ? undefined : saved?.config),
+    shards: flags.shards ?? (flags.config === undefined ? saved?.shards : undefined),
+    vschema: flags.vschema ?? (flags.config === undefined ? saved?.vschema : undefined),
   };
   const plan = await buildPlan(input); // throws ClusterConfigError / LayoutError: exit 2
 
@@ -235,6 +303,8 @@ export async function up(flags: UpFlags, o: Output = consoleOutput): Promise<num
     ...(plan.options.config !== undefined
       ? ["--config", plan.options.config]
       : ["--cells", String(plan.options.cells)]),
+    ...(plan.options.shards !== undefined ? ["--shards", String(plan.options.shards)] : []),
+    ...(plan.options.vschema !== undefined ? ["--vschema", plan.options.vschema] : []),
   ];
   const supervisor = new Deno.Command("/bin/sh", {
     args: ["-c", 'exec "$@" >>"$0" 2>&1', paths.supervisorLog, Deno.execPath(), ...args],
@@ -268,20 +338,20 @@ export async function up(flags: UpFlags, o: Output = consoleOutput): Promise<num
       printInfo(state, plan, o);
       return 0;
     }
-    const problems: string[] = [];
-    for (const gw of state.gateways) {
-      const problem = await selectOne(gw.pgPort, target);
-      if (problem !== undefined) {
-        problems.push(`gateway ${gw.cell} (port ${gw.pgPort}): ${problem}`);
-      }
-    }
+    const problems = plan.file.keyspaces[0]?.sharded
+      ? await shardedNotReady(state, plan)
+      : await gatewaysNotAnswering(state, target);
     if (problems.length === 0) {
       printInfo(state, plan, o);
       return 0;
     }
     lastProblem = problems.join("; ");
   }
-  o.err(`the cluster did not answer SELECT 1 within ${UP_TIMEOUT_MS / 1000} s: ${lastProblem}`);
+  o.err(
+    plan.file.keyspaces[0]?.sharded
+      ? `the cluster was not ready within ${UP_TIMEOUT_MS / 1000} s: ${lastProblem}`
+      : `the cluster did not answer SELECT 1 within ${UP_TIMEOUT_MS / 1000} s: ${lastProblem}`,
+  );
   if (state !== undefined) {
     const down = await notUp(state);
     if (down.length > 0) {

@@ -184,8 +184,8 @@ export function processSpecs(options: SpecOptions): Specs {
           inst.cell,
           "--keyspace",
           inst.keyspace,
-          "--shard",
-          inst.shard,
+          // `=`: a range such as `-80` would otherwise read as a flag.
+          `--shard=${inst.shard}`,
           "--listen",
           `127.0.0.1:${inst.poolerPort}`,
           "--http-listen",

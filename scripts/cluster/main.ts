@@ -2,7 +2,8 @@
  * `deno task cluster`: a whole local Tessera cluster in one command.
  *
  * ```sh
- * deno task cluster [up] [--dir DIR] [--replicas N] [--cells N] [--base-port B] [--config FILE]
+ * deno task cluster [up] [--dir DIR] [--replicas N] [--cells N] [--base-port B]
+ *                   [--config FILE | --shards N --vschema FILE]
  * deno task cluster status [--dir DIR] [--json]
  * deno task cluster down [--dir DIR] [--clean]
  * ```
@@ -33,6 +34,8 @@ flags:
   --cells N        cells zone1..zoneN (default 1)
   --base-port B    move every port by B-15000 (default 15000)
   --config FILE    cluster file: databases, keyspaces, users (see docs/cluster.md)
+  --shards N       shard the default keyspace app over N even key ranges (needs --vschema)
+  --vschema FILE   vschema (JSON) of the default keyspace app
   --no-wait        up: return once every process is started, before the gateway answers
   --json           status: one JSON object
   --clean          down: remove DIR afterwards
@@ -65,6 +68,8 @@ async function main(args: string[]): Promise<number> {
         cells: { type: "string" },
         "base-port": { type: "string" },
         config: { type: "string" },
+        shards: { type: "string" },
+        vschema: { type: "string" },
         json: { type: "boolean" },
         clean: { type: "boolean" },
         "no-wait": { type: "boolean" },
@@ -92,6 +97,8 @@ async function main(args: string[]): Promise<number> {
       cells: intFlag("cells", values.cells),
       basePort: intFlag("base-port", values["base-port"]),
       config: values.config !== undefined ? userPath(values.config) : undefined,
+      shards: intFlag("shards", values.shards),
+      vschema: values.vschema !== undefined ? userPath(values.vschema) : undefined,
     };
     switch (command) {
       case "up":

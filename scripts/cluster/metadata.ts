@@ -1,8 +1,10 @@
 /**
  * Writes the cluster's metadata into topo from the cluster file, idempotently, on every start:
  * cells, databases, keyspaces and users are made to match the file; a shard record is created
- * only when missing, because its primary and term belong to orch from then on. Nothing that the
- * file does not name is deleted.
+ * only when missing, because its primary and term belong to orch from then on; a keyspace's
+ * vschema is written only when none is stored, because one applied later with
+ * `deno task ctl vschema apply` must survive `down` and `up`. Nothing that the file does not
+ * name is deleted.
  *
  * @module
  */
@@ -24,7 +26,7 @@ function same(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-/** Writes cells, databases, keyspaces, shards and users of `file` for cells `cells`. */
+/** Writes cells, databases, keyspaces, shards, vschemas and users of `file` for cells `cells`. */
 export async function writeMetadata(
   topo: TopoClient,
   file: ClusterFile,
@@ -72,6 +74,17 @@ export async function writeMetadata(
         if (!(err instanceof TesseraError && err.code === SqlState.duplicateObject)) throw err;
       }
       note(created, `keyspaces/${ks.name}/shards/${range}`);
+    }
+    if (ks.vschema !== undefined) {
+      // Written only when none is stored: a vschema applied later (ctl vschema apply) wins.
+      let created = false;
+      try {
+        await topo.global.vschemas.create([ks.name], ks.vschema);
+        created = true;
+      } catch (err) {
+        if (!(err instanceof TesseraError && err.code === SqlState.duplicateObject)) throw err;
+      }
+      note(created, `keyspaces/${ks.name}/vschema`);
     }
   }
   for (const user of file.users) {

@@ -9,7 +9,7 @@
 import {
   ClusterConfigError,
   type ClusterFile,
-  defaultClusterFile,
+  flagsClusterFile,
   loadClusterFile,
 } from "./config.ts";
 import { type ClusterLayout, defaultCellNames, planLayout } from "./layout.ts";
@@ -39,6 +39,10 @@ export interface PlanInput {
   basePort?: number | undefined;
   /** `--config` (absolute path). */
   config?: string | undefined;
+  /** `--shards`: shards of the default keyspace `app` (not with `--config`). */
+  shards?: number | undefined;
+  /** `--vschema` (absolute path): the vschema of the default keyspace `app`. */
+  vschema?: string | undefined;
 }
 
 /** Defaults of the options. */
@@ -51,9 +55,21 @@ export const DEFAULT_OPTIONS = { replicas: 2, cells: 1, basePort: 15000 } as con
 export async function buildPlan(input: PlanInput): Promise<ClusterPlan> {
   const replicas = input.replicas ?? DEFAULT_OPTIONS.replicas;
   const basePort = input.basePort ?? DEFAULT_OPTIONS.basePort;
+  if (input.config !== undefined && input.shards !== undefined) {
+    throw new ClusterConfigError(
+      `--shards ${input.shards} contradicts --config: the cluster file lists each keyspace's ` +
+        `shards (leave --shards out)`,
+    );
+  }
+  if (input.config !== undefined && input.vschema !== undefined) {
+    throw new ClusterConfigError(
+      `--vschema contradicts --config: the cluster file names each keyspace's vschema ` +
+        `(leave --vschema out)`,
+    );
+  }
   const file = input.config !== undefined
     ? await loadClusterFile(input.config, replicas)
-    : defaultClusterFile(replicas);
+    : flagsClusterFile(replicas, input.shards, input.vschema);
   let cells: string[];
   if (file.cells !== undefined) {
     if (input.cells !== undefined && input.cells !== file.cells.length) {
@@ -78,6 +94,8 @@ export async function buildPlan(input: PlanInput): Promise<ClusterPlan> {
       cells: cells.length,
       basePort,
       ...(input.config !== undefined ? { config: input.config } : {}),
+      ...(input.shards !== undefined ? { shards: input.shards } : {}),
+      ...(input.vschema !== undefined ? { vschema: input.vschema } : {}),
     },
     file,
     cells,

@@ -61,6 +61,10 @@ export const ClusterOptionsSchema = z.object({
   cells: z.number().int().min(1),
   basePort: z.number().int(),
   config: z.string().optional(),
+  /** `--shards` of the default keyspace (without `--config`). */
+  shards: z.number().int().min(1).optional(),
+  /** `--vschema` of the default keyspace (without `--config`), an absolute path. */
+  vschema: z.string().optional(),
 });
 /** Options of a cluster. */
 export type ClusterOptions = z.infer<typeof ClusterOptionsSchema>;

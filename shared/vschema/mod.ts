@@ -44,3 +44,4 @@ export {
   parseKeyRange,
   shardForKeyspaceId,
 } from "./keyrange.ts";
+export { type KnownKeyspace, vschemaReferenceIssues } from "./references.ts";
