@@ -198,6 +198,9 @@ function planNode(ctx: Ctx, stmt: any, all: Map<string, KeyspaceVSchema>): Primi
   }
   switch (kind) {
     case "SelectStmt":
+      // Catalog and reference tables only (psql's \d, drivers' introspection): every shard holds
+      // them whole, so the statement goes to one shard as written, however complex.
+      if (onlyLocalTables(ctx, stmt)) return route(ctx, "reference", stmt, true, false);
       return planSelect(ctx, body, true);
     case "InsertStmt":
       return planInsert(ctx, body, all);
@@ -239,6 +242,30 @@ function planTransaction(ctx: Ctx, stmt: any): Primitive {
 }
 
 // ---- tables, columns and predicates ----
+
+/** Whether every table `stmt` reads (CTE names aside) is a system or reference table. */
+function onlyLocalTables(ctx: Ctx, stmt: any): boolean {
+  const ctes = new Set<string>();
+  const tables: any[] = [];
+  const walk = (n: any) => {
+    if (Array.isArray(n)) {
+      for (const x of n) walk(x);
+      return;
+    }
+    if (n === null || typeof n !== "object") return;
+    if (n.CommonTableExpr?.ctename !== undefined) ctes.add(n.CommonTableExpr.ctename);
+    if (n.RangeVar !== undefined) tables.push(n.RangeVar);
+    for (const v of Object.values(n)) walk(v);
+  };
+  walk(stmt);
+  return tables.every((rv) => {
+    if (rv.schemaname === undefined && ctes.has(rv.relname)) return true;
+    if (rv.schemaname !== undefined && SYSTEM_SCHEMAS.has(rv.schemaname)) return true;
+    if (rv.schemaname === undefined && String(rv.relname).startsWith("pg_")) return true;
+    if (rv.schemaname === "information_schema") return true;
+    return ctx.vs.tables[rv.relname]?.type === "reference";
+  });
+}
 
 function resolveTable(ctx: Ctx, rv: any, nullable: boolean): TableRef {
   const name: string = rv.relname;

@@ -208,6 +208,19 @@ export const CASES: PlannerCase[] = [
   ["customer", "SELECT now(), version()", "route:reference", "any"],
   ["customer", "SELECT * FROM pg_catalog.pg_class", "route:reference", "any"],
   ["customer", "SELECT * FROM information_schema.tables", "route:reference", "any"],
+  // Catalog-only statements go whole to one shard, however complex (psql's \d uses these).
+  [
+    "customer",
+    "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid IN (SELECT indexrelid FROM pg_index) UNION SELECT typname FROM pg_type ORDER BY 1",
+    "route:reference",
+    "any",
+  ],
+  [
+    "customer",
+    "WITH x AS (SELECT oid FROM pg_class) SELECT count(*) FROM x JOIN countries ON true",
+    "route:reference",
+    "any",
+  ],
   [
     "customer",
     "INSERT INTO countries (code, name) VALUES ('NL', 'Netherlands')",
