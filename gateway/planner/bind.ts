@@ -53,11 +53,32 @@ export class Bindings {
   }
 }
 
+/**
+ * A numeric text rounded to an integer as Postgres's numeric-to-integer cast does (half away from
+ * zero); other text is returned unchanged (the cast would fail on Postgres).
+ */
+export function roundToInteger(text: string): string {
+  const m = /^\s*([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,4}))?\s*$/.exec(text);
+  if (m === null || (m[2] === "" && (m[3] ?? "") === "")) return text;
+  const frac = m[3] ?? "";
+  const exp = Number(m[4] ?? "0") - frac.length;
+  let x = BigInt((m[2] || "0") + frac);
+  if (exp >= 0) x *= 10n ** BigInt(exp);
+  else {
+    const d = 10n ** BigInt(-exp);
+    const q = x / d;
+    x = (x % d) * 2n >= d ? q + 1n : q;
+  }
+  return `${m[1] === "-" && x !== 0n ? "-" : ""}${x}`;
+}
+
 /** Resolves a value expression (sequence values are the engine's to fill). */
 export function resolveValue(expr: ValueExpr, b: Bindings): VindexValue {
   switch (expr.kind) {
-    case "bind":
-      return b.value(expr.index);
+    case "bind": {
+      const v = b.value(expr.index);
+      return expr.cast === "int" && typeof v === "string" ? roundToInteger(v) : v;
+    }
     case "const":
       return expr.value;
     case "sequence":

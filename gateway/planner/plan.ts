@@ -11,8 +11,11 @@
 
 /** A value the engine knows only at execution time. */
 export type ValueExpr =
-  /** Bind value `$index`: a client parameter, a statement literal or a join variable. */
-  | { kind: "bind"; index: number }
+  /**
+   * Bind value `$index`: a client parameter, a statement literal or a join variable; `cast: "int"`
+   * when the SQL casts it to an integer type (the value is rounded as Postgres's cast does).
+   */
+  | { kind: "bind"; index: number; cast?: "int" }
   /** A fixed value (text form; `null` is SQL NULL). */
   | { kind: "const"; value: string | null }
   /** The next value of the table's auto-increment sequence (INSERT only). */

@@ -6,6 +6,7 @@
  */
 
 // deno-lint-ignore-file no-explicit-any
+import { roundToInteger } from "./bind.ts";
 import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
 import {
   type ColumnVindex,
@@ -66,6 +67,51 @@ const DDL = new Set([
   "AlterEnumStmt",
 ]);
 const AGGREGATES = new Set(["count", "sum", "min", "max", "avg"]);
+const INT_TYPES = new Set(["int2", "int4", "int8", "smallint", "integer", "bigint", "int"]);
+/** Built-in aggregates whose per-shard results cannot be merged (refused on multi-shard routes). */
+const OTHER_AGGREGATES = new Set([
+  "array_agg",
+  "bit_and",
+  "bit_or",
+  "bit_xor",
+  "bool_and",
+  "bool_or",
+  "corr",
+  "covar_pop",
+  "covar_samp",
+  "every",
+  "json_agg",
+  "json_object_agg",
+  "jsonb_agg",
+  "jsonb_object_agg",
+  "mode",
+  "percentile_cont",
+  "percentile_disc",
+  "range_agg",
+  "range_intersect_agg",
+  "regr_avgx",
+  "regr_avgy",
+  "regr_count",
+  "regr_intercept",
+  "regr_r2",
+  "regr_slope",
+  "regr_sxx",
+  "regr_sxy",
+  "regr_syy",
+  "stddev",
+  "stddev_pop",
+  "stddev_samp",
+  "string_agg",
+  "var_pop",
+  "var_samp",
+  "variance",
+  "xmlagg",
+  "rank",
+  "dense_rank",
+  "percent_rank",
+  "cume_dist",
+  "grouping",
+]);
 const SYSTEM_SCHEMAS = new Set(["pg_catalog", "information_schema"]);
 
 /** The error for SQL a sharded keyspace cannot run: SQLSTATE 0A000, saying what and why. */
@@ -383,7 +429,21 @@ function valueOf(e: any): ValueExpr | undefined {
     const v = constValue(e.A_Const);
     return { kind: "const", value: v === undefined ? null : String(v) };
   }
-  if (e?.TypeCast) return valueOf(e.TypeCast.arg);
+  if (e?.TypeCast) {
+    // A cast can change the value the column is compared with (`42.4::bigint` is 42,
+    // `'abc '::char(3)`, `'abcd'::varchar(3)`): casts that would are not used for routing, and a
+    // cast to an integer type rounds the value as Postgres does.
+    const t = e.TypeCast.typeName;
+    const names: string[] = (t?.names ?? []).map((n: any) => n.String?.sval);
+    const type = names[names.length - 1] ?? "";
+    if ((t?.typmods?.length ?? 0) > 0 || type === "bpchar" || type === "char") return undefined;
+    const inner = valueOf(e.TypeCast.arg);
+    if (inner?.kind === "bind" && INT_TYPES.has(type)) return { ...inner, cast: "int" };
+    if (inner?.kind === "const" && INT_TYPES.has(type) && inner.value !== null) {
+      return { kind: "const", value: roundToInteger(inner.value) };
+    }
+    return inner;
+  }
   return undefined;
 }
 
@@ -468,6 +528,23 @@ function hasNode(node: any, pred: (n: any) => boolean): boolean {
   if (node === null || typeof node !== "object") return false;
   if (pred(node)) return true;
   return Object.values(node).some((v) => hasNode(v, pred));
+}
+
+function findNode(node: any, pred: (n: any) => boolean): any {
+  if (Array.isArray(node)) {
+    for (const x of node) {
+      const f = findNode(x, pred);
+      if (f !== undefined) return f;
+    }
+    return undefined;
+  }
+  if (node === null || typeof node !== "object") return undefined;
+  if (pred(node)) return node;
+  for (const v of Object.values(node)) {
+    const f = findNode(v, pred);
+    if (f !== undefined) return f;
+  }
+  return undefined;
 }
 
 function isAggregate(n: any): boolean {
@@ -643,6 +720,27 @@ function planScatterSelect(ctx: Ctx, sel: any, choice: RouteChoice): Primitive {
   const hasStar = items.some(isStar);
   if (hasNode([items, q.havingClause, q.sortClause], (n) => n.FuncCall?.over !== undefined)) {
     throw unsupported("window functions", "a window spans rows from every shard", ctx.keyspace);
+  }
+  const other = findNode([items, q.havingClause, q.sortClause], (n) => {
+    const f = n.FuncCall;
+    if (f === undefined || f.over !== undefined) return false;
+    return OTHER_AGGREGATES.has(f.funcname?.[f.funcname.length - 1]?.String?.sval) ||
+      f.agg_within_group === true;
+  });
+  if (other !== undefined) {
+    const f = other.FuncCall;
+    throw unsupported(
+      `aggregate ${f.funcname?.[f.funcname.length - 1]?.String?.sval}()`,
+      "its per-shard results cannot be merged (count, sum, min, max and avg can)",
+      ctx.keyspace,
+    );
+  }
+  if (hasNode(q.groupClause ?? [], (n) => n.GroupingSet !== undefined)) {
+    throw unsupported(
+      "GROUP BY ROLLUP, CUBE or GROUPING SETS",
+      "grouping sets are not merged across shards",
+      ctx.keyspace,
+    );
   }
   const aggregating = (q.groupClause?.length ?? 0) > 0 ||
     hasNode([items, q.havingClause], isAggregate);

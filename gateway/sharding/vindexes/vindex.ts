@@ -98,8 +98,22 @@ export function integerKey(v: VindexValue | readonly VindexValue[]): bigint | un
     n = BigInt(v);
   } else if (typeof v === "string") {
     const t = v.trim();
-    if (!/^[+-]?\d+$/.test(t)) return undefined;
-    n = BigInt(t);
+    if (/^[+-]?\d+$/.test(t)) n = BigInt(t);
+    else {
+      // A numeric literal with an integral value (`42.0`, `4.2e1`) equals that integer.
+      const m = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,4}))?$/.exec(t);
+      if (m === null || (m[2] === "" && (m[3] ?? "") === "")) return undefined;
+      const digits = (m[2] || "0") + (m[3] ?? "");
+      const exp = Number(m[4] ?? "0") - (m[3] ?? "").length;
+      let x = BigInt(digits);
+      if (exp >= 0) x *= 10n ** BigInt(exp);
+      else {
+        const d = 10n ** BigInt(-exp);
+        if (x % d !== 0n) return undefined;
+        x /= d;
+      }
+      n = m[1] === "-" ? -x : x;
+    }
   } else return undefined;
   if (n < -(2n ** 63n) || n >= 2n ** 64n) return undefined;
   return n;
