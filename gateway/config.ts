@@ -34,6 +34,7 @@ export const gatewayConfigSchema = z.object({
   queueTimeout: nonNegativeIntSchema.default(30),
   bufferWindow: z.coerce.number().min(0).max(3600).default(10),
   maxBuffered: nonNegativeIntSchema.default(1000),
+  maxResultBytes: positiveIntSchema.default(128 * 1024 * 1024),
   replicaFallback: z.boolean().default(false),
   poolerPassword: z.string().optional(),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -137,6 +138,12 @@ export const gatewayConfigSpec: ConfigSpec<typeof gatewayConfigSchema> = {
       flag: "max-buffered",
       env: "GATEWAY_MAX_BUFFERED",
       description: "most queries waiting for a serving pooler; beyond it 53300 (default 1000)",
+    },
+    maxResultBytes: {
+      flag: "max-result-bytes",
+      env: "GATEWAY_MAX_RESULT_BYTES",
+      description:
+        "sharded keyspaces: most bytes one statement may hold in the gateway (sorts, aggregates); beyond it 54000 (default 128 MiB)",
     },
     replicaFallback: {
       flag: "replica-fallback",

@@ -94,6 +94,7 @@ export async function runGateway(
       ...(config.poolerPassword !== undefined ? { poolerPassword: config.poolerPassword } : {}),
       logger,
       sharding: resolver,
+      maxResultBytes: config.maxResultBytes,
     });
     cleanups.push(() => gateway.shutdown());
     // Least busy replica: the data path's pool counters, fed to the resolver off the hot path.
