@@ -152,11 +152,16 @@ async function gatewaysNotAnswering(
 }
 
 /**
- * Readiness when the first keyspace is sharded (the gateway does not route its queries yet):
- * every gateway's `/ready` answers 200, and every shard of every keyspace has a primary recorded
- * in topo whose pooler registered as `primary`. Empty when ready.
+ * Readiness when the first keyspace is sharded: every gateway's `/ready` answers 200, every shard
+ * of every keyspace has a primary recorded in topo whose pooler registered as `primary`, and each
+ * such primary answers `SELECT 1` in the keyspace's database through its pooler (orch has created
+ * it). Empty when ready.
  */
-async function shardedNotReady(state: ClusterState, plan: ClusterPlan): Promise<string[]> {
+async function shardedNotReady(
+  state: ClusterState,
+  plan: ClusterPlan,
+  target: { database: string; user: string; password?: string },
+): Promise<string[]> {
   const problems: string[] = [];
   for (const gw of state.gateways) {
     if (!await httpReady(gw.httpPort, "/ready")) {
@@ -187,6 +192,14 @@ async function shardedNotReady(state: ClusterState, plan: ClusterPlan): Promise<
           problems.push(`shard ${ks.name}/${range} has no primary yet`);
         } else if (types.get(primary) !== "primary") {
           problems.push(`shard ${ks.name}/${range}: primary ${primary} is not serving yet`);
+        } else {
+          const inst = plan.layout.instances.find((i) => i.alias === primary);
+          const problem = inst === undefined
+            ? undefined
+            : await selectOne(inst.poolerPort, { ...target, database: ks.name });
+          if (problem !== undefined) {
+            problems.push(`shard ${ks.name}/${range}: primary ${primary}: ${problem}`);
+          }
         }
       }
     }
@@ -339,7 +352,7 @@ export async function up(flags: UpFlags, o: Output = consoleOutput): Promise<num
       return 0;
     }
     const problems = plan.file.keyspaces[0]?.sharded
-      ? await shardedNotReady(state, plan)
+      ? await shardedNotReady(state, plan, target)
       : await gatewaysNotAnswering(state, target);
     if (problems.length === 0) {
       printInfo(state, plan, o);
