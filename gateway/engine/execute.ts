@@ -124,11 +124,24 @@ export class Engine {
     this.#ctx = ctx;
   }
 
-  /** Runs `root` with bindings `b`. */
-  async run(root: Primitive, b: Bindings, budget: MemoryBudget): Promise<Cursor> {
+  /**
+   * Runs `root` with bindings `b`. `clientSql`, the client's text of this one statement, is sent
+   * as is (with the client's parameters) when the root is a route whose query is the client's
+   * statement unchanged: no rendering on the hot path of single-shard statements.
+   */
+  async run(
+    root: Primitive,
+    b: Bindings,
+    budget: MemoryBudget,
+    clientSql?: string,
+  ): Promise<Cursor> {
     switch (root.type) {
       case "route":
-        return await this.#route(root, b);
+        return await this.#route(
+          root,
+          b,
+          root.query.original && b.vars.size === 0 ? clientSql : undefined,
+        );
       case "merge_sort": {
         const streams = await this.#routeStreams(root.input, b);
         return await mergeSorted(streams, root.keys);
@@ -292,8 +305,11 @@ export class Engine {
     shards: string[],
     query: Query,
     b: Bindings,
+    clientSql?: string,
   ): Promise<RowStream[]> {
-    const { sql, params } = renderQuery(query, b);
+    const { sql, params } = clientSql !== undefined
+      ? { sql: clientSql, params: b.params }
+      : renderQuery(query, b);
     const streams: RowStream[] = [];
     for (const shard of shards) {
       const conn = await this.#ctx.conn(keyspace, shard);
@@ -302,15 +318,15 @@ export class Engine {
     return streams;
   }
 
-  async #routeStreams(route: Route, b: Bindings): Promise<RowStream[]> {
+  async #routeStreams(route: Route, b: Bindings, clientSql?: string): Promise<RowStream[]> {
     const shards = await this.routeShards(route, b);
     const targets = shards.length > 0 ? shards : [this.#ctx.shards(route.keyspace)[0]!];
     if (route.owned !== undefined) await this.#maintainOwned(route, targets, b);
-    return await this.#runOn(route.keyspace, targets, route.query, b);
+    return await this.#runOn(route.keyspace, targets, route.query, b, clientSql);
   }
 
-  async #route(route: Route, b: Bindings): Promise<Cursor> {
-    const streams = await this.#routeStreams(route, b);
+  async #route(route: Route, b: Bindings, clientSql?: string): Promise<Cursor> {
+    const streams = await this.#routeStreams(route, b, clientSql);
     if (route.opcode === "reference" && route.write && streams.length > 1) {
       // Every shard holds a copy: the client sees one copy's rows and count.
       const [first, ...rest] = streams;

@@ -427,7 +427,7 @@ export class ShardedSession {
       }
       if (planned.length === 0) this.#w.emptyQueryResponse();
       for (const p of planned) {
-        const cursor = await this.#start(p, []);
+        const cursor = await this.#start(p, [], planned.length === 1 ? sql : undefined);
         if (cursor.fields !== null) this.#w.rowDescription(cursor.fields);
         await this.#stream(cursor, 0);
       }
@@ -576,7 +576,9 @@ export class ShardedSession {
     if (portal.cursor === null) {
       if (portal.stmt.planned === null) {
         portal.cursor = { fields: null, next: () => Promise.resolve(null), close: async () => {} };
-      } else portal.cursor = await this.#start(portal.stmt.planned, portal.params);
+      } else {
+        portal.cursor = await this.#start(portal.stmt.planned, portal.params, portal.stmt.sql);
+      }
     }
     return portal.cursor;
   }
@@ -604,7 +606,11 @@ export class ShardedSession {
   // ------------------------------------------------------------------ statements
 
   /** Starts one planned statement; the cursor yields its rows. */
-  async #start(p: Planned, params: (string | null)[]): Promise<Cursor> {
+  async #start(
+    p: Planned,
+    params: (string | null)[],
+    clientSql?: string,
+  ): Promise<Cursor> {
     const root = p.plan.root;
     if (this.#tx === "E" && !(root.type === "transaction" && isEnd(root.action))) {
       throw new TesseraError(
@@ -622,7 +628,7 @@ export class ShardedSession {
         return await this.#explain(root.input, root.options, b);
     }
     const budget = new MemoryBudget(this.#host.maxResultBytes);
-    return await this.#engine.run(root, b, budget);
+    return await this.#engine.run(root, b, budget, clientSql);
   }
 
   async #eachTxConn(sql: string): Promise<TesseraError | null> {
