@@ -19,6 +19,7 @@ import {
   findPgbouncer,
   fixed,
   formatTable,
+  loadAverage,
   type PgbenchResult,
   type PgbenchWorkload,
   ratio,
@@ -283,14 +284,6 @@ function summary(rows: RunRow[], opts: Options): string[] {
     );
   }
   return lines;
-}
-
-function loadAverage(): string {
-  try {
-    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
-  } catch {
-    return "unknown";
-  }
 }
 
 /** Runs the benchmark; returns the exit code. */

@@ -144,3 +144,12 @@ export class CpuMeter {
     return share;
   }
 }
+
+/** The 1, 5 and 15 minute load averages from `/proc/loadavg`, or `unknown`. */
+export function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
+}

@@ -10,6 +10,7 @@ export {
   CpuMeter,
   type CpuShare,
   cpuShare,
+  loadAverage,
   parseProcessTicks,
   parseSystemTicks,
   type ProcessTicks,

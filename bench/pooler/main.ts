@@ -22,6 +22,7 @@ import {
   fixed,
   formatTable,
   type IdleRssResult,
+  loadAverage,
   measureIdleRss,
   type PgbenchProtocol,
   type PgbenchResult,
@@ -214,14 +215,6 @@ async function waitForQuiet(meter: CpuMeter, maxS: number, signal: AbortSignal):
 async function commandOutput(program: string, args: string[]): Promise<string> {
   const out = await new Deno.Command(program, { args, stdin: "null", stdout: "piped" }).output();
   return new TextDecoder().decode(out.stdout).trim().split("\n")[0] ?? "";
-}
-
-function loadAverage(): string {
-  try {
-    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
-  } catch {
-    return "unknown";
-  }
 }
 
 function machineDescription(): Record<string, string | number> {

@@ -23,6 +23,7 @@ import {
   findPgbench,
   fixed,
   formatMarkdownTable,
+  loadAverage,
   parsePgbenchOutput,
   ratio,
   sleep,
@@ -724,14 +725,6 @@ function aggTable(rows: AggRow[], expected: Map<AggName, string>): {
     }),
   };
   return { table, mismatches };
-}
-
-function loadAverage(): string {
-  try {
-    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
-  } catch {
-    return "unknown";
-  }
 }
 
 // ---------------------------------------------------------------------------- main

@@ -98,8 +98,6 @@ export class MemoryBudget {
   }
 }
 
-const EMPTY: Cursor = { fields: null, next: () => Promise.resolve(null), close: async () => {} };
-
 function arrayCursor(fields: Field[] | null, rows: Row[], tag?: string): Cursor {
   let i = 0;
   return {
@@ -880,5 +878,3 @@ export function evalFilter(
   }
   return null;
 }
-
-export { EMPTY as EMPTY_CURSOR };

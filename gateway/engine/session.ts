@@ -11,7 +11,7 @@
 
 import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
 import type { Logger } from "../../shared/log/mod.ts";
-import type { BackendConn } from "../../shared/pooling/mod.ts";
+import { type BackendConn, quoteIdent, quoteLiteral } from "../../shared/pooling/mod.ts";
 import {
   decodeBind,
   decodeClose,
@@ -89,14 +89,6 @@ interface Portal {
 const NOT_SETTINGS = new Set(["user", "database", "options", "replication", "client_encoding"]);
 
 const FLUSH_AT = 64 * 1024;
-
-function quoteLiteral(v: string): string {
-  return `'${v.replaceAll("'", "''")}'`;
-}
-
-function quoteIdent(v: string): string {
-  return /^[a-z_][a-z0-9_]*$/.test(v) ? v : `"${v.replaceAll('"', '""')}"`;
-}
 
 /** A client session on a sharded keyspace. */
 export class ShardedSession {
@@ -575,7 +567,7 @@ export class ShardedSession {
   async #portalCursor(portal: Portal): Promise<Cursor> {
     if (portal.cursor === null) {
       if (portal.stmt.planned === null) {
-        portal.cursor = { fields: null, next: () => Promise.resolve(null), close: async () => {} };
+        portal.cursor = commandCursor("");
       } else {
         portal.cursor = await this.#start(portal.stmt.planned, portal.params, portal.stmt.sql);
       }
@@ -644,12 +636,6 @@ export class ShardedSession {
   }
 
   async #transaction(action: string, sql: string): Promise<Cursor> {
-    const tagged = (tag: string): Cursor => ({
-      fields: null,
-      next: () => Promise.resolve(null),
-      close: async () => {},
-      tag: () => tag,
-    });
     switch (action) {
       case "begin":
         if (this.#tx === "I") {
@@ -657,19 +643,19 @@ export class ShardedSession {
           this.#beginSql = sql;
           this.#savepoints = [];
         } else this.#warn("25001", "there is already a transaction in progress");
-        return tagged("BEGIN");
+        return commandCursor("BEGIN");
       case "commit":
       case "rollback": {
         if (this.#tx === "I") {
           this.#warn("25P01", "there is no transaction in progress");
-          return tagged(action === "commit" ? "COMMIT" : "ROLLBACK");
+          return commandCursor(action === "commit" ? "COMMIT" : "ROLLBACK");
         }
         const failed = this.#tx === "E";
         const verb = action === "commit" && !failed ? "COMMIT" : "ROLLBACK";
         const err = await this.#eachTxConn(verb);
         this.#endTx();
         if (err !== null && verb === "COMMIT") throw err;
-        return tagged(verb);
+        return commandCursor(verb);
       }
       case "savepoint":
       case "release":
@@ -690,7 +676,7 @@ export class ShardedSession {
         const err = await this.#eachTxConn(sql);
         if (err !== null) throw err;
         if (action === "rollback_to" && this.#tx === "E") this.#tx = "T";
-        return tagged(
+        return commandCursor(
           action === "savepoint" ? "SAVEPOINT" : action === "release" ? "RELEASE" : "ROLLBACK",
         );
       }
@@ -714,12 +700,6 @@ export class ShardedSession {
   }
 
   async #session(action: string, sql: string): Promise<Cursor> {
-    const tagOf = (t: string): Cursor => ({
-      fields: null,
-      next: () => Promise.resolve(null),
-      close: async () => {},
-      tag: () => t,
-    });
     if (action === "show") {
       const shards = this.#host.shards(this.#target.keyspace);
       const conn = await this.#conn(this.#target.keyspace, shards[0]!);
@@ -738,7 +718,7 @@ export class ShardedSession {
     const local = /^\s*set\s+local\b/i.test(sql);
     if (local && this.#tx === "I") {
       this.#warn("25P01", "SET LOCAL can only be used in transaction blocks");
-      return tagOf("SET");
+      return commandCursor("SET");
     }
     // Run it on every open connection (it checks the value), then remember it for new ones.
     let first: TesseraError | null = null;
@@ -757,7 +737,7 @@ export class ShardedSession {
       this.#localSettings = [];
     } else if (local) this.#localSettings.push(sql);
     else this.#settings.push(sql);
-    return tagOf(
+    return commandCursor(
       action === "discard"
         ? upper.replace(/;$/, "").replace(/\s+/g, " ").startsWith("DISCARD ALL")
           ? "DISCARD ALL"
@@ -816,6 +796,11 @@ export class ShardedSession {
       tag: () => "EXPLAIN",
     };
   }
+}
+
+/** A cursor with no rows that completes with `tag` (transaction and session commands). */
+function commandCursor(tag: string): Cursor {
+  return { fields: null, next: () => Promise.resolve(null), close: async () => {}, tag: () => tag };
 }
 
 function isEnd(action: string): boolean {

@@ -22,3 +22,4 @@ export {
   type SessionHost,
   type SessionStart,
 } from "./session/session.ts";
+export { quoteIdent, quoteLiteral } from "./session/settings.ts";
