@@ -36,6 +36,7 @@ export const poolerConfigSchema = z.object({
   queueTimeout: nonNegativeIntSchema.default(30),
   preparedCacheSize: positiveIntSchema.default(256),
   drainTimeout: nonNegativeIntSchema.default(30),
+  io: z.enum(["auto", "fast", "deno"]).default("auto"),
   auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
   authFile: absolutePathSchema.optional(),
   tlsCert: absolutePathSchema.optional(),
@@ -189,6 +190,12 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       env: "POOLER_DRAIN_TIMEOUT",
       description:
         "seconds a shutdown waits for transactions in flight before closing their clients (default 30)",
+    },
+    io: {
+      flag: "io",
+      env: "POOLER_IO",
+      description:
+        "socket I/O: fast (epoll through libc, needs --allow-ffi on Linux), deno (Deno's own), auto (fast when it can; default)",
     },
     auth: {
       flag: "auth",

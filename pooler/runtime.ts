@@ -7,6 +7,7 @@
  */
 
 import { hostname as osHostname } from "node:os";
+import { type FastNet, openFastNet } from "../shared/fastnet/mod.ts";
 import { type FrontendAuth, loadFrontendTls } from "../shared/frontend/mod.ts";
 import { createStatusApp, serveComponent, type ServedComponent } from "../shared/http/mod.ts";
 import { Logger, type LogSink } from "../shared/log/mod.ts";
@@ -84,6 +85,7 @@ export async function runPooler(
         : { host: config.postgresHost ?? "127.0.0.1" }),
       ...(config.postgresPassword !== undefined ? { password: config.postgresPassword } : {}),
     };
+    const fastNet = chooseIo(config.io, logger);
     const pooler = await startPooler({
       listen: config.listen,
       ...(config.unixSocketDir !== undefined ? { unixSocketDir: config.unixSocketDir } : {}),
@@ -100,6 +102,7 @@ export async function runPooler(
       drainTimeoutMs: config.drainTimeout * 1000,
       auth,
       ...(tls !== undefined ? { tls } : {}),
+      ...(fastNet !== undefined ? { fastNet } : {}),
       logger,
     });
     cleanups.push(() => pooler.shutdown());
@@ -201,4 +204,20 @@ async function poolerRecord(
     hostname: osHostname(),
     ...(postgresAddress !== undefined ? { postgresAddress } : {}),
   };
+}
+
+/**
+ * The fast network path when `io` asks for it (or `auto` and it is available); throws for `fast`
+ * when it is not available, saying why.
+ */
+function chooseIo(io: "auto" | "fast" | "deno", logger: Logger): FastNet | undefined {
+  if (io === "deno") return undefined;
+  const net = openFastNet();
+  if (typeof net !== "string") {
+    logger.info("socket I/O: fast path (epoll through libc)");
+    return net;
+  }
+  if (io === "fast") throw new Error(`--io fast is not available: ${net}`);
+  logger.info("socket I/O: Deno's networking", { reason: net });
+  return undefined;
 }

@@ -12,6 +12,7 @@ import {
   type FrontendTls,
   type LoadedFrontendTls,
 } from "../shared/frontend/mod.ts";
+import type { FastNet } from "../shared/fastnet/mod.ts";
 import { Logger } from "../shared/log/mod.ts";
 import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
 import {
@@ -95,6 +96,11 @@ export interface PoolerOptions {
   drainTimeoutMs?: number;
   /** Logger; a default `pooler` logger at level warn when not given. */
   logger?: Logger;
+  /**
+   * The fast network path (`shared/fastnet`) for client listeners and backend connections;
+   * Deno's own networking when not given (and for TCP host names that are not IP literals).
+   */
+  fastNet?: FastNet;
 }
 
 /** Stats of the whole pooler. */
@@ -211,6 +217,10 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       password: pg.password,
       connectTimeoutMs: pg.connectTimeoutMs ?? 10_000,
     };
+    const fast = options.fastNet;
+    if (fast !== undefined) {
+      this.#target.dial = (address) => fast.connect(address);
+    }
     const poolSize = checkCount(options.poolSize ?? 20, "poolSize", 1);
     this.#poolSettings = {
       poolSize,
@@ -250,8 +260,11 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   async start(): Promise<void> {
     const tcp = (this.#options.listen ?? []).map(parseListen);
     try {
+      const fast = this.#options.fastNet;
       for (const addr of tcp) {
-        const l = Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
+        const l: Deno.Listener = fast?.accepts(addr)
+          ? fast.listen(addr)
+          : Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
         this.#listeners.push(l);
         this.addresses.push(l.addr);
       }
@@ -261,7 +274,9 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
           (this.addresses[0] as Deno.NetAddr | undefined)?.port ?? 5432;
         const path = `${dir}/.s.PGSQL.${port}`;
         await Deno.remove(path).catch(() => undefined);
-        const l = Deno.listen({ transport: "unix", path });
+        const l: Deno.Listener = fast !== undefined
+          ? fast.listen({ path })
+          : Deno.listen({ transport: "unix", path });
         await Deno.chmod(path, 0o777).catch(() => undefined);
         this.#listeners.push(l);
         this.addresses.push(l.addr);

@@ -18,6 +18,7 @@ import {
 } from "../shared/wire/mod.ts";
 import { assertEquals } from "../shared/testing/assert.ts";
 import { startTestPostgres } from "./support/postgres.ts";
+import { fastIo } from "./support/fast_io.ts";
 
 const PG_PORT = 12740;
 const POOLER_PORT = 12741;
@@ -185,6 +186,7 @@ Deno.test({
     const churn: Promise<void>[] = [];
     try {
       pooler = await startPooler({
+        ...fastIo(),
         listen: [`127.0.0.1:${POOLER_PORT}`],
         postgres: { socketDir: db.socketDir, port: PG_PORT },
         poolSize: 2,

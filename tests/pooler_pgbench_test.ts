@@ -7,6 +7,7 @@ import { startPooler } from "../pooler/mod.ts";
 import { PgClient } from "../shared/wire/mod.ts";
 import { assert, assertEquals } from "../shared/testing/assert.ts";
 import { startTestPostgres } from "./support/postgres.ts";
+import { fastIo } from "./support/fast_io.ts";
 
 const PG_PORT = 12700;
 const POOLER_PORT = 12701;
@@ -61,6 +62,7 @@ Deno.test({
     let pooler: Awaited<ReturnType<typeof startPooler>> | undefined;
     try {
       pooler = await startPooler({
+        ...fastIo(),
         listen: [`127.0.0.1:${POOLER_PORT}`],
         postgres: { socketDir: pg.socketDir, port: PG_PORT },
         poolSize: 10,

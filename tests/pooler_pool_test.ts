@@ -10,6 +10,7 @@ import { PgClient } from "../shared/wire/mod.ts";
 import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
 import { startTestPostgres, type TestPostgres } from "./support/postgres.ts";
 import { waitFor } from "./support/process.ts";
+import { fastIo } from "./support/fast_io.ts";
 
 const PG_PORT = 12730;
 const POOLER_PORT = 12731;
@@ -23,6 +24,7 @@ async function withPooler(
   let pooler: PoolerServer | undefined;
   try {
     pooler = await startPooler({
+      ...fastIo(),
       listen: [`127.0.0.1:${POOLER_PORT}`],
       postgres: { socketDir: db.socketDir, port: PG_PORT },
       ...options,
@@ -178,6 +180,7 @@ Deno.test({
     let wrong: PoolerServer | undefined;
     try {
       pooler = await startPooler({
+        ...fastIo(),
         listen: [`127.0.0.1:${POOLER_PORT}`],
         postgres: { host: "127.0.0.1", port: PG_PORT, password: "pw-123" },
         poolSize: 2,
@@ -192,6 +195,7 @@ Deno.test({
       assertEquals((await c.query("select 40 + 2 as v")).rows[0].v, 42);
       await c.end();
       wrong = await startPooler({
+        ...fastIo(),
         listen: [`127.0.0.1:${POOLER_PORT + 1}`],
         postgres: { host: "127.0.0.1", port: PG_PORT, password: "nope" },
         poolSize: 2,

@@ -18,6 +18,7 @@ import {
 import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
 import { startTestPostgres, type TestPostgres } from "./support/postgres.ts";
 import { waitFor } from "./support/process.ts";
+import { fastIo } from "./support/fast_io.ts";
 
 const PG_PORT = 12720;
 const POOLER_PORT = 12721;
@@ -32,6 +33,7 @@ async function withPooler(
   let pooler: PoolerServer | undefined;
   try {
     pooler = await startPooler({
+      ...fastIo(),
       listen: [`127.0.0.1:${POOLER_PORT}`],
       postgres: { socketDir: db.socketDir, port: PG_PORT },
       poolSize,
@@ -249,6 +251,7 @@ Deno.test({
     let pooler: PoolerServer | undefined;
     try {
       pooler = await startPooler({
+        ...fastIo(),
         listen: [`127.0.0.1:${SMALL_POOLER_PORT}`],
         postgres: { socketDir: db.socketDir, port: PG_PORT },
         poolSize: 1,
@@ -423,6 +426,7 @@ Deno.test({
     const db = await startTestPostgres({ port: PG_PORT });
     try {
       const pooler = await startPooler({
+        ...fastIo(),
         listen: [`127.0.0.1:${POOLER_PORT}`],
         postgres: { socketDir: db.socketDir, port: PG_PORT },
         poolSize: 3,
@@ -474,6 +478,7 @@ Deno.test({
     const db = await startTestPostgres({ port: PG_PORT });
     try {
       const pooler = await startPooler({
+        ...fastIo(),
         listen: [`127.0.0.1:${POOLER_PORT}`],
         postgres: { socketDir: db.socketDir, port: PG_PORT },
         poolSize: 2,

@@ -10,6 +10,7 @@ import { type PoolerServer, startPooler } from "../pooler/mod.ts";
 import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
 import { startTestPostgres, type TestPostgres } from "./support/postgres.ts";
 import { waitFor } from "./support/process.ts";
+import { fastIo } from "./support/fast_io.ts";
 
 const PG_PORT = 12710;
 const POOLER_PORT = 12711;
@@ -48,6 +49,7 @@ async function withPooler(fn: (pooler: PoolerServer, db: TestPostgres) => Promis
   let pooler: PoolerServer | undefined;
   try {
     pooler = await startPooler({
+      ...fastIo(),
       listen: [`127.0.0.1:${POOLER_PORT}`],
       postgres: { socketDir: db.socketDir, port: PG_PORT },
       poolSize: 3,

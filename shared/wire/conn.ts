@@ -25,6 +25,23 @@ export interface WireConn extends ByteSource, ByteSink {
   close(): void;
 }
 
+/**
+ * A connection that can also write without waiting (the fast network path's sockets): writers
+ * that find it use it to skip a promise per write.
+ */
+export interface SyncWriteConn extends WireConn {
+  /**
+   * Writes a prefix of `p` now: the count, possibly 0 when the socket's buffer is full (then
+   * `write` waits for room). Throws what `write` would reject with.
+   */
+  tryWrite(p: Uint8Array): number;
+}
+
+/** Whether `conn` is a {@linkcode SyncWriteConn}. */
+export function canWriteSync(conn: ByteSink): conn is SyncWriteConn {
+  return typeof (conn as Partial<SyncWriteConn>).tryWrite === "function";
+}
+
 /** Wraps an I/O failure as a TesseraError 08006 (connection failure), keeping TesseraErrors. */
 export function connectionError(err: unknown, doing: string): TesseraError {
   if (err instanceof TesseraError) return err;

@@ -22,8 +22,10 @@ export * from "./messages.ts";
 export {
   type ByteSink,
   type ByteSource,
+  canWriteSync,
   connectionError,
   readExact,
+  type SyncWriteConn,
   type WireConn,
   writeAll,
 } from "./conn.ts";

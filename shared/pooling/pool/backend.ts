@@ -56,6 +56,13 @@ export interface BackendTarget {
   password?: string | undefined;
   /** Limit for connecting and logging in, in milliseconds. */
   connectTimeoutMs: number;
+  /**
+   * Opens the connection instead of `Deno.connect` (the pooler passes its fast network path
+   * here); given the Unix socket path or the TCP host and port.
+   */
+  dial?:
+    | ((address: { path: string } | { hostname: string; port: number }) => Promise<Deno.Conn>)
+    | undefined;
 }
 
 /** What a session implements to receive a backend's messages while it holds the backend. */
@@ -81,8 +88,11 @@ function describeTarget(t: BackendTarget): string {
 
 async function openConn(t: BackendTarget): Promise<Deno.Conn> {
   if (t.socketDir !== undefined) {
-    return await Deno.connect({ transport: "unix", path: `${t.socketDir}/.s.PGSQL.${t.port}` });
+    const path = `${t.socketDir}/.s.PGSQL.${t.port}`;
+    if (t.dial !== undefined) return await t.dial({ path });
+    return await Deno.connect({ transport: "unix", path });
   }
+  if (t.dial !== undefined) return await t.dial({ hostname: t.host ?? "127.0.0.1", port: t.port });
   const conn = await Deno.connect({ hostname: t.host ?? "127.0.0.1", port: t.port });
   conn.setNoDelay(true);
   return conn;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { MessageWriter, type WireConn } from "../../wire/mod.ts";
+import { canWriteSync, MessageWriter, type SyncWriteConn, type WireConn } from "../../wire/mod.ts";
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -17,6 +17,7 @@ const RESOLVED: Promise<void> = Promise.resolve();
  */
 export class Outbox {
   #conn: WireConn;
+  #sync: SyncWriteConn | null;
   #pending: MessageWriter | null = null;
   #spare: MessageWriter | null = null;
   #inFlight: MessageWriter | null = null;
@@ -38,6 +39,7 @@ export class Outbox {
     keepSize = 8192,
   ) {
     this.#conn = conn;
+    this.#sync = canWriteSync(conn) ? conn : null;
     this.#onError = onError;
     this.#initial = initialSize;
     this.#keep = keepSize;
@@ -103,10 +105,28 @@ export class Outbox {
       w.reset();
       return RESOLVED;
     }
+    let bytes = w.view();
+    if (this.#sync !== null) {
+      // Written at once in the common case: no promise at all.
+      let n: number;
+      try {
+        n = this.#sync.tryWrite(bytes);
+      } catch (err) {
+        this.#writeFailed(err);
+        return RESOLVED;
+      }
+      if (n === bytes.length) {
+        w.reset();
+        return RESOLVED;
+      }
+      bytes = bytes.subarray(n);
+    }
     this.#pending = this.#spare;
     this.#spare = null;
     this.#inFlight = w;
-    this.#writing = this.#conn.write(w.view()).then(this.#wrote, this.#writeFailed);
+    this.#writing = bytes.length === w.length
+      ? this.#conn.write(bytes).then(this.#wrote, this.#writeFailed)
+      : this.#writeRest(w, w.length - bytes.length);
     return this.#writing;
   }
 

@@ -513,7 +513,7 @@ export class Session implements BackendOwner {
             if (t === Frontend.parse && this.#parseLocally(r)) continue;
             if (t === Frontend.close && this.#closeLocally(r)) continue;
             if (this.#dirty !== null) await this.#flushBackend();
-            if (!(await this.#acquire(t))) {
+            if (!this.#acquireNow() && !(await this.#acquire(t))) {
               if (this.#closing) break outer;
               continue;
             }
@@ -547,21 +547,33 @@ export class Session implements BackendOwner {
     await b.out.flush();
   }
 
+  /** Takes an idle backend of a fixed pool without waiting; false when that needs a wait. */
+  #acquireNow(): boolean {
+    const fixed = this.#source.retry === undefined ? this.#pool : null;
+    const b = fixed !== null ? fixed.tryAcquire(this.#settingsKey, this.admin) : null;
+    if (b === null) return false;
+    this.#took(b);
+    return true;
+  }
+
   async #acquire(type: number): Promise<boolean> {
     const fixed = this.#source.retry === undefined ? this.#pool : null;
-    let b = fixed !== null ? fixed.tryAcquire(this.#settingsKey, this.admin) : null;
-    if (b === null) {
-      try {
-        b = await this.#borrow(this.#settingsKey, fixed);
-      } catch (err) {
-        this.#acquireFailed(TesseraError.from(err), type);
-        return false;
-      }
-      if (this.#clientGone || this.#closing) {
-        this.#pool!.release(b);
-        return false;
-      }
+    let b: BackendConn;
+    try {
+      b = await this.#borrow(this.#settingsKey, fixed);
+    } catch (err) {
+      this.#acquireFailed(TesseraError.from(err), type);
+      return false;
     }
+    if (this.#clientGone || this.#closing) {
+      this.#pool!.release(b);
+      return false;
+    }
+    this.#took(b);
+    return true;
+  }
+
+  #took(b: BackendConn): void {
     this.#take(b, this.#settings);
     if (this.#source.retry !== undefined && this.#pins === 0) {
       this.#replay = [];
@@ -569,7 +581,6 @@ export class Session implements BackendOwner {
       this.#delivered.length = 0;
       this.#matched = 0;
     }
-    return true;
   }
 
   /**

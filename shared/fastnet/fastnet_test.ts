@@ -1,0 +1,225 @@
+import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
+import { decodeAddr, inetAddr, unixAddr } from "./addr.ts";
+import { type FastConn, type FastNet, openFastNet } from "./mod.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const linux = Deno.build.os === "linux";
+
+function net(): FastNet {
+  const n = openFastNet();
+  if (typeof n === "string") throw new Error(n);
+  return n;
+}
+
+async function readAll(conn: Deno.Conn, total: number): Promise<Uint8Array> {
+  const out = new Uint8Array(total);
+  let got = 0;
+  while (got < total) {
+    const n = await conn.read(out.subarray(got));
+    if (n === null) break;
+    got += n;
+  }
+  return out.subarray(0, got);
+}
+
+async function writeAllTo(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) done += await conn.write(bytes.subarray(done));
+}
+
+function pattern(n: number, seed: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+}
+
+Deno.test({
+  name: "fastnet: 4 MiB each way over TCP with a Deno client, both writing at once",
+  ignore: !linux,
+  ...opts,
+  async fn() {
+    const listener = net().listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    assert(port > 0);
+    const client = await Deno.connect({ hostname: "127.0.0.1", port });
+    const server = await listener.accept();
+    const size = 4 << 20;
+    const up = pattern(size, 1);
+    const down = pattern(size, 7);
+    // Both sides write before reading: the socket buffers fill, so writes wait for room.
+    const [gotOnServer, gotOnClient] = await Promise.all([
+      (async () => {
+        const w = writeAllTo(server, down);
+        const r = await readAll(server, size);
+        await w;
+        return r;
+      })(),
+      (async () => {
+        const w = writeAllTo(client, up);
+        const r = await readAll(client, size);
+        await w;
+        return r;
+      })(),
+    ]);
+    assertEquals(gotOnServer.length, size);
+    assertEquals(gotOnServer, up);
+    assertEquals(gotOnClient, down);
+    assertEquals({ ...server.remoteAddr }, { ...client.localAddr });
+    assertEquals((server.localAddr as Deno.NetAddr).port, port);
+    client.close();
+    // The peer's close reads as end of stream.
+    assertEquals(await server.read(new Uint8Array(8)), null);
+    server.close();
+    listener.close();
+    assertEquals(net().reactor.size, 0);
+  },
+});
+
+Deno.test({
+  name: "fastnet: Unix socket listener and connect, closeWrite, pending read rejected by close",
+  ignore: !linux,
+  ...opts,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = `${dir}/.s.PGSQL.5432`;
+      const listener = net().listen({ path });
+      assertEquals(listener.addr, { transport: "unix", path });
+      const accepted = listener.accept();
+      const client = await net().connect({ path });
+      const server = await accepted;
+      await writeAllTo(client, new TextEncoder().encode("hello"));
+      await client.closeWrite();
+      assertEquals(new TextDecoder().decode(await readAll(server, 100)), "hello");
+      await writeAllTo(server, new TextEncoder().encode("back"));
+      assertEquals(new TextDecoder().decode(await readAll(client, 4)), "back");
+      // A read waiting for data fails with BadResource when the connection is closed.
+      const pending = client.read(new Uint8Array(16));
+      client.close();
+      await assertRejects(() => pending, Deno.errors.BadResource);
+      await assertRejects(() => client.read(new Uint8Array(1)), Deno.errors.BadResource);
+      // The client shut down its side: the server reads end of stream, and again.
+      assertEquals(await server.read(new Uint8Array(16)), null);
+      assertEquals(await server.read(new Uint8Array(16)), null);
+      server.close();
+      // A pending accept fails with BadResource when the listener closes; iteration just ends.
+      const waiting = listener.accept();
+      listener.close();
+      await assertRejects(() => waiting, Deno.errors.BadResource);
+      const seen: FastConn[] = [];
+      for await (const c of listener) seen.push(c);
+      assertEquals(seen.length, 0);
+      assertEquals(net().reactor.size, 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fastnet: connect errors are Deno's own error classes",
+  ignore: !linux,
+  ...opts,
+  async fn() {
+    // Nothing listens on port 1 of the loopback address.
+    await assertRejects(
+      () => net().connect({ hostname: "127.0.0.1", port: 1 }),
+      Deno.errors.ConnectionRefused,
+    );
+    await assertRejects(
+      () => net().connect({ path: "/nonexistent-dir-tessera/.s.PGSQL.1" }),
+      Deno.errors.NotFound,
+    );
+    const listener = net().listen({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const port = (listener.addr as Deno.NetAddr).port;
+      let err: unknown;
+      try {
+        net().listen({ hostname: "127.0.0.1", port }).close();
+      } catch (e) {
+        err = e;
+      }
+      assert(err instanceof Deno.errors.AddrInUse, `expected AddrInUse, got ${err}`);
+    } finally {
+      listener.close();
+    }
+    assertEquals(net().reactor.size, 0);
+  },
+});
+
+Deno.test({
+  name: "fastnet: many connections served at once, each echoing its own bytes",
+  ignore: !linux,
+  ...opts,
+  async fn() {
+    const listener = net().listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    const serving = (async () => {
+      const tasks: Promise<void>[] = [];
+      for await (const conn of listener) {
+        tasks.push((async () => {
+          const buf = new Uint8Array(1024);
+          for (;;) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            await writeAllTo(conn, buf.subarray(0, n));
+          }
+          conn.close();
+        })());
+      }
+      await Promise.all(tasks);
+    })();
+    const clients = await Promise.all(
+      Array.from({ length: 50 }, () => net().connect({ hostname: "127.0.0.1", port })),
+    );
+    await Promise.all(clients.map(async (c, i) => {
+      for (let round = 0; round < 20; round++) {
+        const msg = pattern(100 + i, round);
+        await writeAllTo(c, msg);
+        assertEquals(await readAll(c, msg.length), msg);
+      }
+      c.close();
+    }));
+    listener.close();
+    await serving;
+    assertEquals(net().reactor.size, 0);
+  },
+});
+
+Deno.test("fastnet: socket addresses encode and decode", () => {
+  const v4 = inetAddr("127.0.0.1", 16000)!;
+  assertEquals(decodeAddr(v4.bytes, 16), { transport: "tcp", hostname: "127.0.0.1", port: 16000 });
+  assertEquals(decodeAddr(inetAddr("localhost", 5)!.bytes, 16), {
+    transport: "tcp",
+    hostname: "127.0.0.1",
+    port: 5,
+  });
+  for (
+    const [text, canonical] of [
+      ["::1", "::1"],
+      ["::", "::"],
+      ["[fe80::1:2]", "fe80::1:2"],
+      ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"],
+      ["::ffff:10.0.0.1", "::ffff:a00:1"],
+    ]
+  ) {
+    const sa = inetAddr(text!, 443);
+    assert(sa !== undefined, text);
+    assertEquals(decodeAddr(sa.bytes, 28), { transport: "tcp", hostname: canonical!, port: 443 });
+  }
+  for (const bad of ["db.example.com", "1.2.3", "256.1.1.1", "1::2::3", "12345::1", ""]) {
+    assertEquals(inetAddr(bad, 1), undefined, bad);
+  }
+  const u = unixAddr("/tmp/x/.s.PGSQL.5432");
+  assertEquals(decodeAddr(u.bytes, u.bytes.length), {
+    transport: "unix",
+    path: "/tmp/x/.s.PGSQL.5432",
+  });
+  let threw = false;
+  try {
+    unixAddr("/" + "a".repeat(200));
+  } catch (e) {
+    threw = e instanceof RangeError;
+  }
+  assert(threw);
+});
