@@ -9,7 +9,7 @@
  */
 
 import { decodeAddr } from "./addr.ts";
-import { C, E, errnoError, type Libc } from "./libc.ts";
+import { C, E, errnoError, int32, type Libc } from "./libc.ts";
 import type { Reactor, Watcher } from "./reactor.ts";
 
 const READ_EVENTS = C.EPOLLIN | C.EPOLLRDHUP | C.EPOLLERR | C.EPOLLHUP;
@@ -29,7 +29,8 @@ export class FastConn implements Deno.Conn, Watcher {
   #token: number;
   #unix: boolean;
   #closed = false;
-  #canRead = false;
+  /** Data may be waiting (a fresh socket is tried once before waiting for an edge). */
+  #canRead = true;
   #hungUp = false;
   #canWrite = true;
   #watchingOut = false;
@@ -45,15 +46,14 @@ export class FastConn implements Deno.Conn, Watcher {
   #writable: WritableStream<Uint8Array<ArrayBufferLike>> | undefined;
 
   /**
-   * Takes ownership of the connected, non-blocking socket `fd` (closed by {@linkcode close}).
-   * `readable` says whether data may already be waiting (true for an accepted socket).
+   * Takes ownership of the connected, non-blocking socket `fd` (closed by {@linkcode close});
+   * `unix` for a Unix socket (no TCP options).
    */
   constructor(libc: Libc, reactor: Reactor, fd: number, unix: boolean) {
     this.#libc = libc;
     this.#reactor = reactor;
     this.#fd = fd;
     this.#unix = unix;
-    this.#canRead = true;
     this.#token = reactor.add(fd, BASE_MASK, this);
   }
 
@@ -278,15 +278,13 @@ export class FastConn implements Deno.Conn, Watcher {
   /** Sets TCP_NODELAY (TCP only). */
   setNoDelay(noDelay = true): void {
     if (this.#unix || this.#closed) return;
-    const v = new Uint8Array(new Int32Array([noDelay ? 1 : 0]).buffer);
-    this.#libc.sym.setsockopt(this.#fd, C.IPPROTO_TCP, C.TCP_NODELAY, v, 4);
+    this.#libc.sym.setsockopt(this.#fd, C.IPPROTO_TCP, C.TCP_NODELAY, int32(noDelay ? 1 : 0), 4);
   }
 
   /** Sets SO_KEEPALIVE (TCP only). */
   setKeepAlive(keepAlive = true): void {
     if (this.#unix || this.#closed) return;
-    const v = new Uint8Array(new Int32Array([keepAlive ? 1 : 0]).buffer);
-    this.#libc.sym.setsockopt(this.#fd, C.SOL_SOCKET, C.SO_KEEPALIVE, v, 4);
+    this.#libc.sym.setsockopt(this.#fd, C.SOL_SOCKET, C.SO_KEEPALIVE, int32(keepAlive ? 1 : 0), 4);
   }
 
   /** Has no effect: the reactor keeps the process alive while any socket is open. */

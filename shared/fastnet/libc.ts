@@ -143,6 +143,11 @@ export function errnoError(errno: number, doing: string): Error {
   }
 }
 
+/** A C `int` option value (for `setsockopt`). */
+export function int32(v: number): Uint8Array {
+  return new Uint8Array(new Int32Array([v]).buffer);
+}
+
 /** The opened library with what the rest of the module needs around it. */
 export interface Libc {
   /** The functions. */

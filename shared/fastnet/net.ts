@@ -7,17 +7,13 @@
 
 import { decodeAddr, inetAddr, type SockAddr, unixAddr } from "./addr.ts";
 import { FastConn } from "./conn.ts";
-import { C, E, errnoError, type Libc, openLibc } from "./libc.ts";
+import { C, E, errnoError, int32, type Libc, openLibc } from "./libc.ts";
 import { Reactor, type Watcher } from "./reactor.ts";
 
 /** Where to listen or connect: TCP host and port, or a Unix socket path. */
 export type FastAddress = { hostname: string; port: number } | { path: string };
 
 const SOCK_FLAGS = C.SOCK_STREAM | C.SOCK_NONBLOCK | C.SOCK_CLOEXEC;
-
-function int32(v: number): Uint8Array {
-  return new Uint8Array(new Int32Array([v]).buffer);
-}
 
 /** A listening socket with the shape of a `Deno.Listener`. */
 export class FastListener implements Deno.Listener<FastConn>, Watcher {
