@@ -26,7 +26,6 @@ import {
   type PoolSettings,
   type PoolSource,
   type PoolStats,
-  sendCancel,
   Session,
   type SessionHost,
 } from "../shared/pooling/mod.ts";
@@ -408,7 +407,8 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
     }
     if (res.kind === "closed") return;
     if (res.kind === "cancel") {
-      this.#cancel(res.pid, res.secret);
+      // The client's connection closes once the cancel has been handled downstream.
+      void (this.#cancel(res.pid, res.secret) ?? Promise.resolve()).finally(res.close);
       return;
     }
     if (this.stopping) {
@@ -505,33 +505,38 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
     return this.#poolEndpoints.get(pool);
   }
 
-  #cancel(pid: number, secret: number | null): boolean {
+  /**
+   * Forwards a cancel for session `pid`; settles once it has been handled downstream. `null`
+   * when no session has that key.
+   */
+  #cancel(pid: number, secret: number | null): Promise<void> | null {
     this.counters.cancelReceived++;
     const session = this.#sessions.get(pid);
-    if (session === undefined || (secret !== null && session.secret !== secret)) return false;
+    if (session === undefined || (secret !== null && session.secret !== secret)) return null;
     if (session instanceof ShardedSession) {
       this.counters.cancelForwarded++;
-      session.cancel();
-      return true;
+      return session.cancel();
     }
     const b = session.backend;
-    if (b === null) return true; // nothing runs for this client
+    if (b === null) return Promise.resolve(); // nothing runs for this client
     this.counters.cancelForwarded++;
-    this.cancelBackend(b, () => session.backend === b);
-    return true;
+    return this.cancelBackend(b, () => session.backend === b);
   }
 
   cancelSession(pid: number): boolean {
-    return this.#cancel(pid, null);
+    return this.#cancel(pid, null) !== null;
   }
 
-  /** Sends a CancelRequest to the pooler for what runs on `b`, if `stillWanted()` once connected. */
-  cancelBackend(b: BackendConn, stillWanted: () => boolean = () => true): void {
-    this.#track(
-      sendCancel(b.target, b.pid, b.secret, stillWanted).catch((err) =>
-        this.log.warn("could not forward a cancel request", { error: err })
-      ),
+  /**
+   * Sends a CancelRequest to the pooler for what runs on `b`, if `stillWanted()` once connected.
+   * The promise never rejects (a failure is logged).
+   */
+  cancelBackend(b: BackendConn, stillWanted: () => boolean = () => true): Promise<void> {
+    const p = b.cancel(b.target, stillWanted).catch((err) =>
+      this.log.warn("could not forward a cancel request", { error: err })
     );
+    this.#track(p);
+    return p;
   }
 
   // ---------------------------------------------------------------- sharded sessions

@@ -22,7 +22,6 @@ import {
   Pool,
   type PoolSettings,
   type PoolStats,
-  sendCancel,
   Session,
   type SessionHost,
 } from "../shared/pooling/mod.ts";
@@ -352,7 +351,8 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     }
     if (res.kind === "closed") return;
     if (res.kind === "cancel") {
-      this.#cancel(res.pid, res.secret);
+      // The client's connection closes once Postgres has handled the cancel.
+      void this.#cancel(res.pid, res.secret).finally(res.close);
       return;
     }
     if (this.#stopping) {
@@ -392,23 +392,27 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     return pool;
   }
 
-  #cancel(pid: number, secret: number): void {
+  /** Forwards a cancel for session `pid`; settles once Postgres has handled it. */
+  #cancel(pid: number, secret: number): Promise<void> {
     this.#counters.cancelReceived++;
     const session = this.#sessions.get(pid);
-    if (session === undefined || session.secret !== secret) return;
+    if (session === undefined || session.secret !== secret) return Promise.resolve();
     const b = session.backend;
-    if (b === null) return; // nothing runs for this client
+    if (b === null) return Promise.resolve(); // nothing runs for this client
     this.#counters.cancelForwarded++;
-    this.cancelBackend(b, () => session.backend === b);
+    return this.cancelBackend(b, () => session.backend === b);
   }
 
-  /** Sends a CancelRequest to Postgres for what runs on `b`, if `stillWanted()` once connected. */
-  cancelBackend(b: BackendConn, stillWanted: () => boolean = () => true): void {
-    this.#track(
-      sendCancel(this.#target, b.pid, b.secret, stillWanted).catch((err) =>
-        this.log.warn("could not forward a cancel request", { error: err })
-      ),
+  /**
+   * Sends a CancelRequest to Postgres for what runs on `b`, if `stillWanted()` once connected.
+   * The promise never rejects (a failure is logged).
+   */
+  cancelBackend(b: BackendConn, stillWanted: () => boolean = () => true): Promise<void> {
+    const p = b.cancel(this.#target, stillWanted).catch((err) =>
+      this.log.warn("could not forward a cancel request", { error: err })
     );
+    this.#track(p);
+    return p;
   }
 
   sessionEnded(_session: Session): void {

@@ -221,7 +221,8 @@ Deno.test({
         onnotice: () => {},
       });
       try {
-        // A cancel reaches the pooler connection serving the client now.
+        // A cancel reaches the pooler connection serving the client now. The watcher waits until
+        // the sleep itself runs (wait_event PgSleep), not merely until Postgres has parsed it.
         const slow = sql`SELECT pg_sleep(60)`.execute();
         const watcher = new pg.Client({
           host: "127.0.0.1",
@@ -234,7 +235,7 @@ Deno.test({
           for (;;) {
             const r = await watcher.query(
               "SELECT count(*)::int AS n FROM pg_stat_activity " +
-                "WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'",
+                "WHERE query = 'SELECT pg_sleep(60)' AND state = 'active' AND wait_event = 'PgSleep'",
             );
             if (r.rows[0].n > 0) break;
             await new Promise((r) => setTimeout(r, 20));
@@ -246,16 +247,24 @@ Deno.test({
         const cancelled = await slow.then(() => null, (e: { code?: string }) => e);
         assertEquals(cancelled?.code, "57014");
         assertEquals(gateway.stats().cancelRequests.forwarded, 1);
-        const rows = await Promise.all(
-          Array.from({ length: 40 }, (_, i) => sql`SELECT ${i}::int * 2 AS v`),
+        // Nothing after it is cancelled: each step names itself if it fails.
+        const rows = await labelled(
+          "40 parallel queries after the cancel",
+          Promise.all(Array.from({ length: 40 }, (_, i) => sql`SELECT ${i}::int * 2 AS v`)),
         );
         rows.forEach((r, i) => assertEquals(r[0]!.v, i * 2));
-        const t = await sql.begin(async (tx) => {
-          await tx`SET LOCAL work_mem = '7MB'`;
-          return await tx`SELECT current_setting('work_mem') AS w`;
-        });
+        const t = await labelled(
+          "SET LOCAL in a transaction",
+          sql.begin(async (tx) => {
+            await tx`SET LOCAL work_mem = '7MB'`;
+            return await tx`SELECT current_setting('work_mem') AS w`;
+          }),
+        );
         assertEquals(t[0]!.w, "7MB");
-        const after = await sql`SELECT current_setting('work_mem') AS w`;
+        const after = await labelled(
+          "work_mem after the transaction",
+          sql`SELECT current_setting('work_mem') AS w`,
+        );
         assert(after[0]!.w !== "7MB");
       } finally {
         await sql.end();
@@ -263,6 +272,17 @@ Deno.test({
     });
   },
 });
+
+/** Awaits `p`; a failure is rethrown naming `label`, so the step that failed is known. */
+async function labelled<T>(label: string, p: PromiseLike<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    throw new Error(`${label}: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
+  }
+}
 
 async function connectRaw(): Promise<Deno.TcpConn> {
   return await Deno.connect({ hostname: "127.0.0.1", port: GW_PORT });

@@ -54,8 +54,8 @@ export interface ShardedHost {
   vindex(keyspace: string, name: string): Vindex;
   /** Opens a connection to a pooler as `user` on `database`. */
   connectShard(endpoint: PoolerEndpoint, user: string, database: string): Promise<BackendConn>;
-  /** Sends a cancel request for what runs on `backend`. */
-  cancelBackend(backend: BackendConn): void;
+  /** Sends a cancel request for what runs on `backend`; never rejects. */
+  cancelBackend(backend: BackendConn): Promise<void>;
   /** Most bytes one statement may gather in the gateway. */
   readonly maxResultBytes: number;
   /** How long a shard connection is tried again while its pooler is unreachable. */
@@ -164,9 +164,13 @@ export class ShardedSession {
     return this.#done;
   }
 
-  /** Cancels what runs now on every shard. */
-  cancel(): void {
-    for (const c of this.#conns.values()) if (c.busy) this.#host.cancelBackend(c.backend);
+  /** Cancels what runs now on every shard; settles once every cancel has been handled. */
+  async cancel(): Promise<void> {
+    const sent: Promise<void>[] = [];
+    for (const c of this.#conns.values()) {
+      if (c.busy) sent.push(this.#host.cancelBackend(c.backend));
+    }
+    await Promise.all(sent);
   }
 
   /** Ends the session (gateway shutdown): the client gets 57P01. */

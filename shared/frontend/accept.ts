@@ -130,12 +130,18 @@ export type FrontendResult =
     requestedProtocolMinor: number;
   }
   | {
-    /** A CancelRequest: the connection is closed; the caller forwards the cancel. */
+    /**
+     * A CancelRequest: the caller forwards the cancel, then calls `close`. Like Postgres, which
+     * closes a cancel connection once the signal is sent, closing only after the forward has
+     * been handled tells the client when its cancel has taken effect.
+     */
     kind: "cancel";
     /** Process id of the BackendKeyData the client holds. */
     pid: number;
     /** Secret key of the BackendKeyData the client holds. */
     secret: number;
+    /** Closes the client's connection (idempotent). */
+    close(): void;
   }
   | {
     /**
@@ -208,7 +214,7 @@ class ClientGone extends Error {}
  * for await (const conn of Deno.listen({ port: 15432 })) {
  *   acceptFrontend(conn, { auth, tls }).then((r) => {
  *     if (r.kind === "startup") serve(r); // send ParameterStatus, BackendKeyData, ReadyForQuery
- *     else if (r.kind === "cancel") forwardCancel(r.pid, r.secret);
+ *     else if (r.kind === "cancel") forwardCancel(r.pid, r.secret).finally(r.close);
  *   });
  * }
  * ```
@@ -449,8 +455,12 @@ class StartupSession {
           await this.#write(Uint8Array.of(ENCRYPTION_REFUSED));
           continue;
         case "cancel":
-          this.#close();
-          return { kind: "cancel", pid: packet.processId, secret: packet.secretKey };
+          return {
+            kind: "cancel",
+            pid: packet.processId,
+            secret: packet.secretKey,
+            close: () => this.#close(),
+          };
         case "startup":
           return await this.#login(packet.minorVersion, packet.params);
       }

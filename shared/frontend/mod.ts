@@ -14,7 +14,7 @@
  * for await (const conn of Deno.listen({ port: 15432 })) {
  *   acceptFrontend(conn, { auth, tls }).then((r) => {
  *     if (r.kind === "startup") startSession(r);
- *     else if (r.kind === "cancel") forwardCancel(r.pid, r.secret);
+ *     else if (r.kind === "cancel") forwardCancel(r.pid, r.secret).finally(r.close);
  *   });
  * }
  * ```

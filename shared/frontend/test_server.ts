@@ -29,6 +29,10 @@ import { acceptFrontend, type FrontendOptions, type FrontendResult } from "./acc
 
 /** A session the fixture served, as `acceptFrontend` returned it. */
 export type StartupResult = Extract<FrontendResult, { kind: "startup" }>;
+/** A result as logged: a cancel without its `close`. */
+export type LoggedResult =
+  | Exclude<FrontendResult, { kind: "cancel" }>
+  | Omit<Extract<FrontendResult, { kind: "cancel" }>, "close">;
 
 /** Where the fixture listens. */
 export type FixtureAddress = { port: number } | { path: string };
@@ -36,7 +40,7 @@ export type FixtureAddress = { port: number } | { path: string };
 /** What the fixture saw, for assertions. */
 export interface FixtureLog {
   /** Every result of acceptFrontend, in order of arrival. */
-  results: FrontendResult[];
+  results: LoggedResult[];
   /** Errors thrown out of acceptFrontend (must stay empty: it never rejects for clients). */
   crashes: unknown[];
 }
@@ -130,6 +134,13 @@ export class FixtureServer {
       result = await acceptFrontend(raw, this.#options);
     } catch (err) {
       this.log.crashes.push(err);
+      return;
+    }
+    if (result.kind === "cancel") {
+      // Recorded as data only; a real server forwards the cancel before closing.
+      const { close, ...rest } = result;
+      this.log.results.push(rest);
+      close();
       return;
     }
     this.log.results.push(result);

@@ -162,6 +162,9 @@ export class BackendConn {
   lent = false;
   /** Where it is connected (for cancel requests). */
   readonly target: BackendTarget;
+  /** Cancel requests sent for it that Postgres has not finished handling yet. */
+  cancelsInFlight = 0;
+  #cancelSettled: (() => void)[] = [];
 
   #conn: WireConn;
   #reader: FrameReader;
@@ -190,6 +193,31 @@ export class BackendConn {
     this.#log = log;
     this.#onClosed = onClosed;
     this.out = new Outbox(conn, (err) => this.#fail(err), 1024, 256 * 1024);
+  }
+
+  /**
+   * Sends a CancelRequest for what runs on this backend (see {@linkcode sendCancel}) through
+   * `target`. Until Postgres has handled it (it closes the cancel connection once the signal is
+   * sent), the backend counts as cancelling: the pool does not lend it to anyone else, so a
+   * late signal can only reach the query it was meant for.
+   */
+  async cancel(target: BackendTarget, stillWanted: () => boolean = () => true): Promise<void> {
+    this.cancelsInFlight++;
+    try {
+      await sendCancel(target, this.pid, this.secret, stillWanted);
+    } finally {
+      if (--this.cancelsInFlight === 0) {
+        const fns = this.#cancelSettled;
+        this.#cancelSettled = [];
+        for (const fn of fns) fn();
+      }
+    }
+  }
+
+  /** Runs `fn` once no cancel request is in flight for this backend (at once if none is). */
+  whenCancelsSettled(fn: () => void): void {
+    if (this.cancelsInFlight === 0) fn();
+    else this.#cancelSettled.push(fn);
   }
 
   /** Whether the connection is closed. */

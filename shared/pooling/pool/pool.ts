@@ -321,6 +321,13 @@ export class Pool {
   /** Takes back a lent backend: clean and idle, or closed when broken or too old. */
   release(b: BackendConn): void {
     if (!b.lent) return;
+    if (b.cancelsInFlight > 0 && !b.closed) {
+      // Not lent to anyone else before Postgres has delivered the cancel; until then it stays
+      // counted as lent.
+      b.owner = null;
+      b.whenCancelsSettled(() => this.release(b));
+      return;
+    }
     b.lent = false;
     this.#lent--;
     b.owner = null;
