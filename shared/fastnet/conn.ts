@@ -9,7 +9,7 @@
  */
 
 import { decodeAddr } from "./addr.ts";
-import { C, E, errnoError, int32, type Libc } from "./libc.ts";
+import { C, E, errnoError, int32, type Libc, usize } from "./libc.ts";
 import type { Reactor, Watcher } from "./reactor.ts";
 
 const READ_EVENTS = C.EPOLLIN | C.EPOLLRDHUP | C.EPOLLERR | C.EPOLLHUP;
@@ -108,7 +108,7 @@ export class FastConn implements Deno.Conn, Watcher {
   #recv(p: Uint8Array): number | null | undefined {
     const s = this.#libc.sym;
     for (;;) {
-      const n = Number(s.recv(this.#fd, p, BigInt(p.length), 0));
+      const n = s.recv(this.#fd, p, usize(p.length), 0);
       if (n > 0) {
         // A short read emptied the socket; the next arrival raises a new edge (but an end of
         // stream already announced does not: it must still be read).
@@ -165,13 +165,13 @@ export class FastConn implements Deno.Conn, Watcher {
     });
   }
 
-  /** One send: the count, or undefined when the socket buffer is full. */
-  #send(p: Uint8Array): number | undefined {
+  /** One send of `p`'s first `len` bytes: the count, or undefined when the buffer is full. */
+  #send(p: Uint8Array, len: number = p.length): number | undefined {
     const s = this.#libc.sym;
     for (;;) {
-      const n = Number(s.send(this.#fd, p, BigInt(p.length), C.MSG_NOSIGNAL));
+      const n = s.send(this.#fd, p, usize(len), C.MSG_NOSIGNAL);
       if (n >= 0) {
-        if (n < p.length) this.#canWrite = false;
+        if (n < len) this.#canWrite = false;
         return n;
       }
       const errno = this.#libc.errno();
@@ -244,13 +244,14 @@ export class FastConn implements Deno.Conn, Watcher {
   }
 
   /**
-   * Writes a prefix of `p` now and returns its length: 0 when the socket's buffer is full (or
-   * a write is waiting for room). Throws what {@linkcode write} would reject with.
+   * Writes a prefix of `p`'s first `len` bytes now and returns its length: 0 when the socket's
+   * buffer is full (or a write is waiting for room). Throws what {@linkcode write} would reject
+   * with.
    */
-  tryWrite(p: Uint8Array): number {
+  tryWrite(p: Uint8Array, len: number = p.length): number {
     if (this.#closed) throw closedError();
-    if (this.#wResolve !== null || !this.#canWrite || p.length === 0) return 0;
-    return this.#send(p) ?? 0;
+    if (this.#wResolve !== null || !this.#canWrite || len === 0) return 0;
+    return this.#send(p, Math.min(len, p.length)) ?? 0;
   }
 
   /** Shuts down the sending side: the peer reads end of stream. */

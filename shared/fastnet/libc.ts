@@ -13,8 +13,10 @@ const SYMBOLS = {
   listen: { parameters: ["i32", "i32"], result: "i32" },
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  // ssize_t results read as i32 (the low half of the return register): counts stay far below
+  // 2^31 (one call moves at most one buffer) and -1 stays -1, and no BigInt is made per call.
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
@@ -34,6 +36,18 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
+
+const CACHED_LENGTHS = 32 * 1024 + 1;
+const SMALL_LENGTHS: (bigint | undefined)[] = new Array(CACHED_LENGTHS);
+
+/**
+ * `n` as the BigInt a `usize` parameter takes; lengths up to 32 KiB come from a cache, so a
+ * call per read or write makes no BigInt.
+ */
+export function usize(n: number): bigint {
+  if (n >= CACHED_LENGTHS) return BigInt(n);
+  return SMALL_LENGTHS[n] ??= BigInt(n);
+}
 
 /** The opened library's functions. */
 export type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

@@ -31,10 +31,11 @@ export interface WireConn extends ByteSource, ByteSink {
  */
 export interface SyncWriteConn extends WireConn {
   /**
-   * Writes a prefix of `p` now: the count, possibly 0 when the socket's buffer is full (then
-   * `write` waits for room). Throws what `write` would reject with.
+   * Writes a prefix of `p`'s first `len` bytes (all of `p` by default) now: the count, possibly
+   * 0 when the socket's buffer is full (then `write` waits for room). Throws what `write` would
+   * reject with.
    */
-  tryWrite(p: Uint8Array): number;
+  tryWrite(p: Uint8Array, len?: number): number;
 }
 
 /** Whether `conn` is a {@linkcode SyncWriteConn}. */

@@ -101,6 +101,15 @@ export class MessageWriter {
     return this;
   }
 
+  /**
+   * The buffer the bytes are written into: its first {@linkcode length} bytes are the bytes
+   * written so far. No copy and no view is made; valid until the writer is next changed.
+   */
+  get backing(): Uint8Array {
+    this.#checkNoOpenMessage();
+    return this.#buf;
+  }
+
   /** The bytes written so far, without copying; valid until the writer is next changed. */
   view(): Uint8Array {
     this.#checkNoOpenMessage();
@@ -206,6 +215,22 @@ export class MessageWriter {
     this.#ensure(value.byteLength);
     this.#buf.set(value, this.#pos);
     this.#pos += value.byteLength;
+    return this;
+  }
+
+  /** Writes `src[start, end)` as they are (no view of `src` is made for a short range). */
+  range(src: Uint8Array, start: number, end: number): this {
+    const n = end - start;
+    this.#ensure(n);
+    const buf = this.#buf;
+    let pos = this.#pos;
+    if (n <= 64) {
+      for (let i = start; i < end; i++) buf[pos++] = src[i]!;
+    } else {
+      buf.set(src.subarray(start, end), pos);
+      pos += n;
+    }
+    this.#pos = pos;
     return this;
   }
 

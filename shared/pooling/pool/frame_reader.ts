@@ -138,7 +138,8 @@ export class FrameReader {
         this.#head = 0;
       }
     }
-    return this.#source.read(b.subarray(this.#tail));
+    // Reading into the whole buffer (the usual case) needs no view.
+    return this.#source.read(this.#tail === 0 ? b : b.subarray(this.#tail));
   }
 
   /**

@@ -105,21 +105,24 @@ export class Outbox {
       w.reset();
       return RESOLVED;
     }
-    let bytes = w.view();
+    let bytes: Uint8Array;
     if (this.#sync !== null) {
-      // Written at once in the common case: no promise at all.
+      // Written at once in the common case: no promise at all (and no view of the buffer).
+      const len = w.length;
       let n: number;
       try {
-        n = this.#sync.tryWrite(bytes);
+        n = this.#sync.tryWrite(w.backing, len);
       } catch (err) {
         this.#writeFailed(err);
         return RESOLVED;
       }
-      if (n === bytes.length) {
+      if (n === len) {
         w.reset();
         return RESOLVED;
       }
-      bytes = bytes.subarray(n);
+      bytes = w.view().subarray(n);
+    } else {
+      bytes = w.view();
     }
     this.#pending = this.#spare;
     this.#spare = null;

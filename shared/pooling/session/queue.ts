@@ -35,54 +35,68 @@ export const Expect = {
   verify: 12,
 } as const;
 
-/** A FIFO of (kind, aux) pairs that allocates nothing per entry once warm. */
+/**
+ * A FIFO of (kind, aux) pairs that allocates nothing per entry once warm: its arrays keep their
+ * storage when emptied.
+ */
 export class ExpectQueue {
   #kinds: number[] = [];
   #aux: unknown[] = [];
   #head = 0;
+  #tail = 0;
 
   /** Number of entries. */
   get size(): number {
-    return this.#kinds.length - this.#head;
+    return this.#tail - this.#head;
   }
 
   /** Kind of the first entry, or {@linkcode Expect.none}. */
   get headKind(): number {
-    return this.#head < this.#kinds.length ? this.#kinds[this.#head]! : 0;
+    return this.#head < this.#tail ? this.#kinds[this.#head]! : 0;
   }
 
   /** Aux data of the first entry. */
   get headAux(): unknown {
-    return this.#aux[this.#head];
+    return this.#head < this.#tail ? this.#aux[this.#head] : undefined;
   }
 
   /** Whether any entry has kind `kind`. */
   has(kind: number): boolean {
-    for (let i = this.#head; i < this.#kinds.length; i++) if (this.#kinds[i] === kind) return true;
+    for (let i = this.#head; i < this.#tail; i++) if (this.#kinds[i] === kind) return true;
     return false;
   }
 
   /** Calls `fn` for each entry after the first, in order. */
   forEach(fn: (kind: number, aux: unknown) => void): void {
-    for (let i = this.#head + 1; i < this.#kinds.length; i++) fn(this.#kinds[i]!, this.#aux[i]);
+    for (let i = this.#head + 1; i < this.#tail; i++) fn(this.#kinds[i]!, this.#aux[i]);
   }
 
   /** Appends an entry. */
   push(kind: number, aux?: unknown): void {
-    this.#kinds.push(kind);
-    this.#aux.push(aux);
+    const t = this.#tail++;
+    if (t < this.#kinds.length) {
+      this.#kinds[t] = kind;
+      this.#aux[t] = aux;
+    } else {
+      this.#kinds.push(kind);
+      this.#aux.push(aux);
+    }
   }
 
   /** Removes the first entry. */
   shift(): void {
     this.#aux[this.#head] = undefined;
-    if (++this.#head === this.#kinds.length) this.clear();
+    if (++this.#head === this.#tail) this.#head = this.#tail = 0;
   }
 
   /** Removes every entry. */
   clear(): void {
-    this.#kinds.length = 0;
-    this.#aux.length = 0;
-    this.#head = 0;
+    for (let i = this.#head; i < this.#tail; i++) this.#aux[i] = undefined;
+    this.#head = this.#tail = 0;
+    // A queue that grew large (a long pipeline) gives its storage back.
+    if (this.#kinds.length > 1024) {
+      this.#kinds = [];
+      this.#aux = [];
+    }
   }
 }

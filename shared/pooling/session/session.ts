@@ -556,11 +556,42 @@ export class Session implements BackendOwner {
     return true;
   }
 
-  async #acquire(type: number): Promise<boolean> {
+  /** Waits for a backend; false when none came (the client was answered, or is gone). */
+  #acquire(type: number): Promise<boolean> {
     const fixed = this.#source.retry === undefined ? this.#pool : null;
+    if (fixed === null) return this.#acquireRetrying(type);
+    // The usual wait (a fixed pool, all lent): one promise, no async frames.
+    this.#acquireType = type;
+    return fixed.acquire(this.#settingsKey, this.admin).then(this.#acquired, this.#notAcquired);
+  }
+
+  #acquireType = 0;
+
+  #acquired = (b: BackendConn): boolean => {
+    if (b.closed) {
+      // Closed while the lending reached this session: its messages would be written nowhere.
+      this.#pool!.discard(b);
+      return this.#notAcquired(
+        new TesseraError(SqlState.connectionFailure, "the pooled connection was closed"),
+      );
+    }
+    if (this.#clientGone || this.#closing) {
+      this.#pool!.release(b);
+      return false;
+    }
+    this.#took(b);
+    return true;
+  };
+
+  #notAcquired = (err: unknown): boolean => {
+    this.#acquireFailed(TesseraError.from(err), this.#acquireType);
+    return false;
+  };
+
+  async #acquireRetrying(type: number): Promise<boolean> {
     let b: BackendConn;
     try {
-      b = await this.#borrow(this.#settingsKey, fixed);
+      b = await this.#borrow(this.#settingsKey, null);
     } catch (err) {
       this.#acquireFailed(TesseraError.from(err), type);
       return false;
@@ -891,7 +922,7 @@ export class Session implements BackendOwner {
     const t = msg.type;
     if (this.#skipping && t !== Frontend.sync) {
       // The backend discards everything up to Sync after an error: so does the bookkeeping.
-      b.out.append(msg.raw);
+      b.out.w.range(msg.buf, msg.start, msg.end);
       return;
     }
     switch (t) {
@@ -905,7 +936,7 @@ export class Session implements BackendOwner {
         this.#onBind(b, msg);
         return;
       case Frontend.execute:
-        b.out.append(msg.raw);
+        b.out.w.range(msg.buf, msg.start, msg.end);
         this.#q.push(Expect.execute);
         this.#extOpen = true;
         return;
@@ -916,7 +947,7 @@ export class Session implements BackendOwner {
         this.#onClose(b, msg);
         return;
       case Frontend.sync:
-        b.out.append(msg.raw);
+        b.out.w.range(msg.buf, msg.start, msg.end);
         // Postgres ignores Sync during COPY FROM STDIN.
         if (!this.#copyIn) {
           this.#q.push(Expect.sync);
@@ -926,14 +957,14 @@ export class Session implements BackendOwner {
       case Frontend.copyDone:
       case Frontend.copyFail:
         this.#copyIn = false;
-        b.out.append(msg.raw);
+        b.out.w.range(msg.buf, msg.start, msg.end);
         return;
       case Frontend.functionCall:
-        b.out.append(msg.raw);
+        b.out.w.range(msg.buf, msg.start, msg.end);
         this.#q.push(Expect.query);
         return;
       default: // Flush, CopyData
-        b.out.append(msg.raw);
+        b.out.w.range(msg.buf, msg.start, msg.end);
     }
   }
 
@@ -950,7 +981,7 @@ export class Session implements BackendOwner {
       this.#txn !== E
     ) this.#evict(b); // only here is the transaction state known (nothing outstanding)
     if ((flags & (Trigger.sqlPrepare | Trigger.backendPid | SETTING_NAMES)) === 0) {
-      b.out.append(msg.raw);
+      b.out.w.range(buf, msg.start, msg.end);
       this.#q.push(Expect.query);
       return;
     }
@@ -958,7 +989,7 @@ export class Session implements BackendOwner {
     const end = p.length - 1;
     if ((flags & SETTING_NAMES) !== 0) this.#noteSettingNames(p, 0, end);
     if ((flags & (Trigger.sqlPrepare | Trigger.backendPid)) === 0) {
-      b.out.append(msg.raw);
+      b.out.w.range(msg.buf, msg.start, msg.end);
       this.#q.push(Expect.query);
       return;
     }
@@ -1145,7 +1176,7 @@ export class Session implements BackendOwner {
     }
     if (nameEnd === 0) {
       this.#unnamedFlags = flags;
-      if (payload === p) b.out.append(msg.raw);
+      if (payload === p) b.out.w.range(msg.buf, msg.start, msg.end);
       else b.out.w.begin(Frontend.parse).bytes(payload).end();
       this.#q.push(Expect.parse);
       return;
@@ -1209,13 +1240,13 @@ export class Session implements BackendOwner {
     this.#extOpen = true;
     if (nameEnd === portalEnd + 1) {
       this.#triggers |= this.#unnamedFlags;
-      b.out.append(msg.raw);
+      b.out.w.range(msg.buf, msg.start, msg.end);
       this.#q.push(Expect.bind);
       return;
     }
     const stmt = this.#stmts?.get(nameKey(p, portalEnd + 1, nameEnd));
     if (stmt === undefined) {
-      b.out.append(msg.raw); // Postgres reports the unknown statement
+      b.out.w.range(msg.buf, msg.start, msg.end); // Postgres reports the unknown statement
     } else {
       this.#triggers |= stmt.flags;
       this.#ensurePrepared(b, stmt);
@@ -1233,7 +1264,7 @@ export class Session implements BackendOwner {
       ? this.#stmts?.get(nameKey(p, 1, nameEnd))
       : undefined;
     if (stmt === undefined) {
-      b.out.append(msg.raw);
+      b.out.w.range(msg.buf, msg.start, msg.end);
     } else {
       this.#ensurePrepared(b, stmt);
       writeWithStatementName(b.out.w, Frontend.describe, p, stmt.canonical);
@@ -1255,7 +1286,7 @@ export class Session implements BackendOwner {
       this.#drainSynthetic();
       return;
     }
-    b.out.append(msg.raw);
+    b.out.w.range(msg.buf, msg.start, msg.end);
     this.#q.push(Expect.close);
   }
 
@@ -1329,7 +1360,7 @@ export class Session implements BackendOwner {
     const buf = this.#spanBuf;
     if (buf === null) return;
     this.#spanBuf = null;
-    this.#out.w.bytes(buf.subarray(this.#spanStart, this.#spanEnd));
+    this.#out.w.range(buf, this.#spanStart, this.#spanEnd);
   }
 
   /** The client's writer, after what was forwarded so far (order is kept). */
@@ -1409,7 +1440,7 @@ export class Session implements BackendOwner {
           this.#fwd(msg);
           q.shift();
           this.#skipping = false;
-          this.#ready(b, msg.payload[0]!);
+          this.#ready(b, msg.buf[msg.start + 5]!);
           return;
         }
         if (t === Backend.errorResponse) { // e.g. a deferred constraint failing at commit
@@ -1450,7 +1481,7 @@ export class Session implements BackendOwner {
             return;
           case Backend.commandComplete:
             this.#replay = null;
-            this.#checkTag(b, msg.payload);
+            this.#checkTag(b, msg);
             return this.#complete(msg);
           case Backend.emptyQueryResponse:
           case Backend.portalSuspended:
@@ -1499,11 +1530,11 @@ export class Session implements BackendOwner {
       case Backend.readyForQuery:
         this.#fwd(msg);
         this.#q.shift();
-        this.#ready(b, msg.payload[0]!);
+        this.#ready(b, msg.buf[msg.start + 5]!);
         return;
       case Backend.commandComplete:
         this.#replay = null; // a statement ran (it may have committed): never run it twice
-        this.#checkTag(b, msg.payload);
+        this.#checkTag(b, msg);
         if (plan !== undefined && plan.swallow[plan.index++] === true) return;
         break;
       case Backend.errorResponse:
@@ -1560,14 +1591,21 @@ export class Session implements BackendOwner {
   }
 
   /** Looks at command tags that change what the pooler tracks. */
-  #checkTag(b: BackendConn, p: Uint8Array): void {
-    const c = p[0];
+  #checkTag(b: BackendConn, msg: Frame): void {
+    const buf = msg.buf;
+    const at = msg.start + 5; // the payload, read in place
+    const len = msg.end - at;
+    const c = buf[at];
     if (c === 0x53) { // SET
-      if (p.length === 4 && p[1] === 0x45 && p[2] === 0x54) this.#triggers |= Trigger.settings;
+      if (len === 4 && buf[at + 1] === 0x45 && buf[at + 2] === 0x54) {
+        this.#triggers |= Trigger.settings;
+      }
     } else if (c === 0x52) { // RESET
-      if (p.length === 6 && p[1] === 0x45 && p[2] === 0x53) this.#triggers |= Trigger.settings;
-    } else if (c === 0x44 && p.length > 8) { // DISCARD ..., DEALLOCATE ALL
-      const tag = decoder.decode(p.subarray(0, p.length - 1));
+      if (len === 6 && buf[at + 1] === 0x45 && buf[at + 2] === 0x53) {
+        this.#triggers |= Trigger.settings;
+      }
+    } else if (c === 0x44 && len > 8) { // DISCARD ..., DEALLOCATE ALL
+      const tag = decoder.decode(buf.subarray(at, msg.end - 1));
       if (tag === "DISCARD ALL") {
         this.#triggers |= Trigger.settings | Trigger.unpin;
         this.#forgetStatements(b);
@@ -1623,7 +1661,7 @@ export class Session implements BackendOwner {
     } else if (msg.type === Backend.readyForQuery) {
       this.#q.shift();
       if (a.error !== undefined) this.#replayFailed(b, a);
-      this.#ready(b, msg.payload[0]!);
+      this.#ready(b, msg.buf[msg.start + 5]!);
     }
   }
 
@@ -1675,7 +1713,7 @@ export class Session implements BackendOwner {
       case Backend.readyForQuery:
         this.#q.shift();
         this.#applyVerify(b, v);
-        this.#ready(b, msg.payload[0]!);
+        this.#ready(b, msg.buf[msg.start + 5]!);
         return;
     }
   }
