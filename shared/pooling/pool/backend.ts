@@ -99,6 +99,33 @@ async function openConn(t: BackendTarget): Promise<Deno.Conn> {
 }
 
 /**
+ * Opens a connection to `target`, giving up after its `connectTimeoutMs` (a connection that
+ * completes later is closed at once): a cancel must not hold its backend for minutes while a
+ * host does not answer.
+ */
+async function openWithin(target: BackendTarget): Promise<Deno.Conn> {
+  const opening = openConn(target);
+  if (target.connectTimeoutMs <= 0) return await opening;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      opening.then((c) => c.close(), () => {});
+      reject(
+        new TesseraError(
+          SqlState.sqlclientUnableToEstablishSqlconnection,
+          `could not connect to ${describeTarget(target)} within ${target.connectTimeoutMs} ms`,
+        ),
+      );
+    }, target.connectTimeoutMs);
+  });
+  try {
+    return await Promise.race([opening, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * Sends a CancelRequest for backend `pid`/`secret` on a new connection to `target`. When
  * `stillWanted` returns false once connected (the backend moved on to another client), nothing
  * is sent.
@@ -109,7 +136,7 @@ export async function sendCancel(
   secret: number,
   stillWanted: () => boolean = () => true,
 ): Promise<void> {
-  const conn = await openConn(target);
+  const conn = await openWithin(target);
   try {
     if (!stillWanted()) return;
     await writeAll(conn, new MessageWriter(16).cancelRequest(pid, secret).view());

@@ -562,12 +562,17 @@ export class Session implements BackendOwner {
     if (fixed === null) return this.#acquireRetrying(type);
     // The usual wait (a fixed pool, all lent): one promise, no async frames.
     this.#acquireType = type;
-    return fixed.acquire(this.#settingsKey, this.admin).then(this.#acquired, this.#notAcquired);
+    // Made at the first wait, so an idle session carries no closures.
+    const got = this.#onAcquired ??= (b) => this.#acquired(b);
+    const failed = this.#onNotAcquired ??= (err) => this.#notAcquired(err);
+    return fixed.acquire(this.#settingsKey, this.admin).then(got, failed);
   }
 
   #acquireType = 0;
+  #onAcquired: ((b: BackendConn) => boolean) | undefined;
+  #onNotAcquired: ((err: unknown) => boolean) | undefined;
 
-  #acquired = (b: BackendConn): boolean => {
+  #acquired(b: BackendConn): boolean {
     if (b.closed) {
       // Closed while the lending reached this session: its messages would be written nowhere.
       this.#pool!.discard(b);
@@ -581,12 +586,12 @@ export class Session implements BackendOwner {
     }
     this.#took(b);
     return true;
-  };
+  }
 
-  #notAcquired = (err: unknown): boolean => {
+  #notAcquired(err: unknown): boolean {
     this.#acquireFailed(TesseraError.from(err), this.#acquireType);
     return false;
-  };
+  }
 
   async #acquireRetrying(type: number): Promise<boolean> {
     let b: BackendConn;
