@@ -580,6 +580,11 @@ export class Session implements BackendOwner {
         new TesseraError(SqlState.connectionFailure, "the pooled connection was closed"),
       );
     }
+    return this.#adopt(b);
+  }
+
+  /** A backend came: take it, or give it back when the client left meanwhile. */
+  #adopt(b: BackendConn): boolean {
     if (this.#clientGone || this.#closing) {
       this.#pool!.release(b);
       return false;
@@ -601,12 +606,7 @@ export class Session implements BackendOwner {
       this.#acquireFailed(TesseraError.from(err), type);
       return false;
     }
-    if (this.#clientGone || this.#closing) {
-      this.#pool!.release(b);
-      return false;
-    }
-    this.#took(b);
-    return true;
+    return this.#adopt(b);
   }
 
   #took(b: BackendConn): void {
