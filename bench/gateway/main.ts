@@ -407,33 +407,38 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       log(`etcd on port ${ports.etcdClient}; topo records written under ${TOPO_ROOT}`);
 
       const topoFlags = ["--topo-endpoint", etcd.endpoint, "--topo-root", TOPO_ROOT];
-      const pooler = await startTask("pooler", [
-        "--alias",
-        "bench-pooler",
-        ...topoFlags,
-        "--keyspace",
-        KEYSPACE,
-        "--shard",
-        "0",
-        "--cell",
-        CELL,
-        "--type",
-        "primary",
-        "--postgres-socket-dir",
-        pg.socketDir,
-        "--postgres-port",
-        String(pg.port),
-        "--listen",
-        `${HOST}:${ports.pooler}`,
-        "--http-listen",
-        `${HOST}:${ports.poolerHttp}`,
-        "--pool-size",
-        String(o.poolSize),
-        "--max-client-conn",
-        String(Math.max(...o.clients) + 100),
-        "--log-level",
-        "warn",
-      ], `${workDir}/pooler.log`);
+      const pooler = await startTask(
+        "pooler",
+        [
+          "--alias",
+          "bench-pooler",
+          ...topoFlags,
+          "--keyspace",
+          KEYSPACE,
+          "--shard",
+          "0",
+          "--cell",
+          CELL,
+          "--type",
+          "primary",
+          "--postgres-socket-dir",
+          pg.socketDir,
+          "--postgres-port",
+          String(pg.port),
+          "--listen",
+          `${HOST}:${ports.pooler}`,
+          "--http-listen",
+          `${HOST}:${ports.poolerHttp}`,
+          "--pool-size",
+          String(o.poolSize),
+          "--max-client-conn",
+          String(Math.max(...o.clients) + 100),
+          "--log-level",
+          "warn",
+        ],
+        `${workDir}/pooler.log`,
+        { ownSession: true },
+      );
       cleanup.push("pooler", async () => {
         await stopChild(pooler.child, "SIGTERM", 10_000);
         await pooler.stop();
@@ -442,23 +447,28 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       await waitForPsql("pooler", ports.pooler, pooler, 30_000, signal);
       log(`pooler pid ${poolerPid} on port ${ports.pooler}`);
 
-      const gateway = await startTask("gateway", [
-        "--alias",
-        "bench-gateway",
-        ...topoFlags,
-        "--cell",
-        CELL,
-        "--listen",
-        `${HOST}:${ports.gateway}`,
-        "--http-listen",
-        `${HOST}:${ports.gatewayHttp}`,
-        "--pool-size-per-pooler",
-        String(o.gatewayPool),
-        "--max-client-conn",
-        String(Math.max(...o.clients) + 100),
-        "--log-level",
-        "warn",
-      ], `${workDir}/gateway.log`);
+      const gateway = await startTask(
+        "gateway",
+        [
+          "--alias",
+          "bench-gateway",
+          ...topoFlags,
+          "--cell",
+          CELL,
+          "--listen",
+          `${HOST}:${ports.gateway}`,
+          "--http-listen",
+          `${HOST}:${ports.gatewayHttp}`,
+          "--pool-size-per-pooler",
+          String(o.gatewayPool),
+          "--max-client-conn",
+          String(Math.max(...o.clients) + 100),
+          "--log-level",
+          "warn",
+        ],
+        `${workDir}/gateway.log`,
+        { ownSession: true },
+      );
       cleanup.push("gateway", async () => {
         await stopChild(gateway.child, "SIGTERM", 10_000);
         await gateway.stop();

@@ -127,6 +127,8 @@ export async function startPgbouncer(options: StartPgbouncerOptions): Promise<Pg
       stdin: "null",
       stdout: "null",
       stderr: "piped",
+      // A session of its own, as a service: see StartTaskOptions.ownSession.
+      detached: true,
       ...(osUser !== undefined ? { uid: osUser.uid, gid: osUser.gid } : {}),
     }).spawn();
   } catch (err) {

@@ -98,7 +98,9 @@ export async function startTesseraPooler(options: TesseraPoolerOptions): Promise
     String(options.poolSize),
     ...options.extraArgs,
   ];
-  const proc = await startTask(options.task ?? "pooler", args, options.logFile);
+  const proc = await startTask(options.task ?? "pooler", args, options.logFile, {
+    ownSession: true,
+  });
   const stop = async () => {
     await stopChild(proc.child, "SIGTERM", 10_000);
     await proc.stop();

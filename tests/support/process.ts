@@ -34,11 +34,22 @@ async function copyTo(stream: ReadableStream<Uint8Array>, file: Deno.FsFile): Pr
   for await (const chunk of stream) await file.write(chunk);
 }
 
+/** Options of {@linkcode startTask}. */
+export interface StartTaskOptions {
+  /**
+   * Start the component in a session of its own, as a service manager would (benchmarks): with
+   * the kernel's autogroup scheduling, a child left in our session shares one CPU share with
+   * every other process we start, pgbench included.
+   */
+  ownSession?: boolean;
+}
+
 /** Runs the command of `deno task <task> ...args` from the repository root, logging to `logFile`. */
 export async function startTask(
   task: string,
   args: string[],
   logFile: string,
+  options: StartTaskOptions = {},
 ): Promise<TestProcess> {
   const file = await Deno.open(logFile, { write: true, create: true, append: true });
   const [program, ...taskArgs] = taskCommand(task);
@@ -49,6 +60,7 @@ export async function startTask(
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
+    detached: options.ownSession ?? false,
   }).spawn();
   const pump = Promise.all([copyTo(child.stdout, file), copyTo(child.stderr, file)])
     .finally(() => file.close());
