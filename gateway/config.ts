@@ -30,13 +30,14 @@ export const gatewayConfigSchema = z.object({
   requireTls: z.boolean().default(false),
   maxClientConn: positiveIntSchema.default(10000),
   maxConnPerUser: nonNegativeIntSchema.default(0),
-  poolSizePerPooler: positiveIntSchema.default(50),
+  poolSizePerPooler: positiveIntSchema.default(1000),
   queueTimeout: nonNegativeIntSchema.default(30),
   bufferWindow: z.coerce.number().min(0).max(3600).default(10),
   maxBuffered: nonNegativeIntSchema.default(1000),
   maxResultBytes: positiveIntSchema.default(128 * 1024 * 1024),
   replicaFallback: z.boolean().default(false),
   poolerPassword: z.string().optional(),
+  poolerChannel: z.enum(["mux", "direct"]).default("mux"),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 }).superRefine((c, ctx) => {
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
@@ -122,7 +123,8 @@ export const gatewayConfigSpec: ConfigSpec<typeof gatewayConfigSchema> = {
     poolSizePerPooler: {
       flag: "pool-size-per-pooler",
       env: "GATEWAY_POOL_SIZE_PER_POOLER",
-      description: "connections to each pooler per user and keyspace (default 50)",
+      description:
+        "sessions this gateway has open on each pooler per user and keyspace at once (default 1000; the pooler pools them onto its backends)",
     },
     queueTimeout: {
       flag: "queue-timeout",
@@ -155,6 +157,12 @@ export const gatewayConfigSpec: ConfigSpec<typeof gatewayConfigSchema> = {
       flag: "pooler-password",
       env: "GATEWAY_POOLER_PASSWORD",
       description: "password for poolers that ask for one (prefer the env variable)",
+    },
+    poolerChannel: {
+      flag: "pooler-channel",
+      env: "GATEWAY_POOLER_CHANNEL",
+      description:
+        "mux: every session to a pooler rides one multiplexed connection; direct: a TCP connection per pooled connection (default mux)",
     },
     logLevel: {
       flag: "log-level",

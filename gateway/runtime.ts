@@ -92,6 +92,7 @@ export async function runGateway(
       queueTimeoutMs: config.queueTimeout * 1000,
       retryWindowMs: Math.round(config.bufferWindow * 1000),
       ...(config.poolerPassword !== undefined ? { poolerPassword: config.poolerPassword } : {}),
+      poolerChannel: config.poolerChannel,
       logger,
       sharding: resolver,
       maxResultBytes: config.maxResultBytes,

@@ -18,6 +18,7 @@ import {
   type LoadedFrontendTls,
 } from "../shared/frontend/mod.ts";
 import { Logger } from "../shared/log/mod.ts";
+import { MuxDialer } from "../shared/mux/mod.ts";
 import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
 import {
   BackendConn,
@@ -65,12 +66,22 @@ export interface GatewayOptions {
   maxClientConnections?: number;
   /** Most client connections of one user at once; 0 (the default) for no limit. */
   maxConnectionsPerUser?: number;
-  /** Connections from this gateway to one pooler per (user, keyspace); 50 by default. */
+  /**
+   * Sessions this gateway holds open on one pooler per (user, keyspace) at once; 1000 by default.
+   * The pooler pools them onto its Postgres backends: waiting there, next to a backend being
+   * released, is faster than waiting here (and channels of a multiplexed connection are cheap).
+   */
   poolSizePerPooler?: number;
   /** Longest wait for a connection to a pooler before SQLSTATE 53300; 30000 by default. */
   queueTimeoutMs?: number;
   /** Password the gateway presents to poolers that ask for one. */
   poolerPassword?: string;
+  /**
+   * How sessions reach a pooler over TCP: `mux` (the default) carries them all as channels of
+   * one multiplexed connection per pooler (`shared/mux`; a pooler that does not know it gets a
+   * connection per session); `direct` opens a TCP connection per pooled connection.
+   */
+  poolerChannel?: "mux" | "direct";
   /** Time allowed for a client's startup phase; 10000 by default. */
   startupTimeoutMs?: number;
   /**
@@ -118,6 +129,8 @@ export interface GatewayStats {
   transactionsFailedByFailover: number;
   /** Attempts to start a transaction again after its pooler connection failed at the start. */
   retries: number;
+  /** Multiplexed connections to poolers now, and the channels they carry. */
+  multiplexed: { connections: number; channels: number };
 }
 
 /** A running gateway data path. */
@@ -281,13 +294,19 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
   #tasks = new Set<Promise<unknown>>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #nextPid: number;
+  #dialer: MuxDialer | null;
 
   constructor(options: GatewayOptions) {
     this.#options = options;
     this.log = options.logger ?? new Logger({ component: "gateway", level: "warn" });
+    const channel = options.poolerChannel ?? "mux";
+    if (channel !== "mux" && channel !== "direct") {
+      throw new RangeError(`'poolerChannel' must be mux or direct: received '${channel}'`);
+    }
+    this.#dialer = channel === "mux" ? new MuxDialer({ logger: this.log }) : null;
     this.resolver = options.resolver;
     this.#poolSettings = {
-      poolSize: checkCount(options.poolSizePerPooler ?? 50, "poolSizePerPooler", 1),
+      poolSize: checkCount(options.poolSizePerPooler ?? 1000, "poolSizePerPooler", 1),
       minPoolSize: 0,
       reservePoolSize: 0,
       idleTimeoutMs: 300_000,
@@ -411,7 +430,8 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
       void (this.#cancel(res.pid, res.secret) ?? Promise.resolve()).finally(res.close);
       return;
     }
-    if (this.stopping) {
+    if (this.stopping || res.kind === "mux") {
+      // (A multiplexing request is refused during startup: this port serves clients only.)
       res.conn.close();
       return;
     }
@@ -487,7 +507,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
     const key = `${endpoint.address}\0${user}\0${keyspace}`;
     let entry = this.#pools.get(key);
     if (entry === undefined) {
-      const target = poolerTarget(endpoint.address, this.#options.poolerPassword, 5_000);
+      const target = this.#poolerTarget(endpoint);
       const pool = new Pool(user, keyspace, target, this.#poolSettings, this.log);
       entry = { pool, endpoint, lastUsedAt: Date.now() };
       this.#pools.set(key, entry);
@@ -498,6 +518,12 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
       this.#poolEndpoints.set(entry.pool, endpoint);
     }
     return entry.pool;
+  }
+
+  #poolerTarget(endpoint: PoolerEndpoint): BackendTarget {
+    const target = poolerTarget(endpoint.address, this.#options.poolerPassword, 5_000);
+    if (this.#dialer !== null) target.dial = this.#dialer.dial;
+    return target;
   }
 
   /** The pooler a pool connects to. */
@@ -585,7 +611,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
     user: string,
     database: string,
   ): Promise<BackendConn> {
-    const target = poolerTarget(endpoint.address, this.#options.poolerPassword, 5_000);
+    const target = this.#poolerTarget(endpoint);
     return await BackendConn.connect(target, user, database, this.log, () => {});
   }
 
@@ -634,6 +660,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
       })),
       transactionsFailedByFailover: this.counters.failedByFailover,
       retries: this.counters.retries,
+      multiplexed: this.#dialer?.stats() ?? { connections: 0, channels: 0 },
     };
   }
 
@@ -658,6 +685,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
     for (const s of this.#sessions.values()) s.terminate();
     await Promise.allSettled([...this.#sessions.values()].map((s) => s.done));
     await Promise.allSettled([...this.#pools.values()].map((e) => e.pool.close()));
+    this.#dialer?.close();
     await Promise.allSettled([...this.#tasks]);
   }
 }

@@ -14,6 +14,7 @@ import {
 } from "../shared/frontend/mod.ts";
 import type { FastNet } from "../shared/fastnet/mod.ts";
 import { Logger } from "../shared/log/mod.ts";
+import { Mux } from "../shared/mux/mod.ts";
 import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
 import {
   type BackendConn,
@@ -122,6 +123,8 @@ export interface PoolerStats {
   pins: Record<string, number>;
   /** Prepared statements across pools. */
   preparedStatements: { hits: number; misses: number; evictions: number };
+  /** Gateways' multiplexed connections now, and the client channels they carry. */
+  multiplexed: { connections: number; channels: number };
 }
 
 /** A running pooler. */
@@ -204,6 +207,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #drainTimeoutMs: number;
   #counters = { clientsTotal: 0, clientsRefused: 0, cancelReceived: 0, cancelForwarded: 0 };
   #handshakes = new Set<Deno.Conn>();
+  #muxes = new Set<Mux>();
 
   constructor(options: PoolerOptions) {
     this.#options = options;
@@ -315,7 +319,18 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     }
   }
 
-  async #handleConn(conn: Deno.Conn): Promise<void> {
+  /** Serves a gateway's multiplexed connection: each channel is a client connection. */
+  async #serveMux(conn: Deno.Conn): Promise<void> {
+    const mux = new Mux(conn, { onOpen: (ch) => this.#track(this.#handleConn(ch, true)) });
+    this.#muxes.add(mux);
+    try {
+      await mux.done;
+    } finally {
+      this.#muxes.delete(mux);
+    }
+  }
+
+  async #handleConn(conn: Deno.Conn, channel = false): Promise<void> {
     if (conn.localAddr.transport === "tcp") {
       try {
         (conn as Deno.TcpConn).setNoDelay(true);
@@ -342,6 +357,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         ...(o.requireTls !== undefined ? { requireTls: o.requireTls } : {}),
         startupTimeoutMs: o.startupTimeoutMs ?? 10_000,
         logger: this.log,
+        allowMux: !channel,
       });
     } catch (err) {
       this.log.error("client startup failed", { error: err });
@@ -350,6 +366,11 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       this.#handshakes.delete(conn);
     }
     if (res.kind === "closed") return;
+    if (res.kind === "mux") {
+      if (this.#stopping) res.conn.close();
+      else await this.#serveMux(res.conn);
+      return;
+    }
     if (res.kind === "cancel") {
       // The client's connection closes once Postgres has handled the cancel.
       void this.#cancel(res.pid, res.secret).finally(res.close);
@@ -457,6 +478,10 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       pinnedClients: pinned,
       pins,
       preparedStatements: prepared,
+      multiplexed: {
+        connections: this.#muxes.size,
+        channels: [...this.#muxes].reduce((n, m) => n + m.channels, 0),
+      },
     };
   }
 
@@ -502,6 +527,8 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     }
     for (const s of left) s.terminate();
     await Promise.allSettled(left.map((s) => s.done));
+    // Gateways' multiplexed connections: their sessions' last words are written first.
+    await Promise.allSettled([...this.#muxes].map((m) => m.end()));
     clearInterval(this.#timer);
     await Promise.allSettled([...this.#pools.values()].map((p) => p.close()));
     await Promise.allSettled([...this.#tasks]);

@@ -52,7 +52,8 @@ const USAGE = `Usage: deno run -A bench/gateway/main.ts [options]
   --duration S          seconds per pgbench run (default 30)
   --pool-size N         backends per pool: the pooler's --pool-size, PgBouncer's
                         default_pool_size (default 20)
-  --gateway-pool N      the gateway's --pool-size-per-pooler (default: --pool-size)
+  --gateway-pool N      the gateway's --pool-size-per-pooler (default: the gateway's own)
+  --pooler-channel C    the gateway's --pooler-channel: mux or direct (default mux)
   --scale N             pgbench -i scale factor (default 10)
   --targets LIST        direct,pgbouncer,gateway (default all three)
   --workloads LIST      select-only,tpcb-like (default both)
@@ -64,7 +65,8 @@ interface Options {
   clients: number[];
   durationS: number;
   poolSize: number;
-  gatewayPool: number;
+  gatewayPool: number | undefined;
+  poolerChannel: "mux" | "direct";
   scale: number;
   targets: Target[];
   workloads: PgbenchWorkload[];
@@ -91,6 +93,13 @@ function list<T extends string>(name: string, raw: string, allowed: readonly T[]
   return [...new Set(items)] as T[];
 }
 
+function poolerChannel(raw: string): "mux" | "direct" {
+  if (raw !== "mux" && raw !== "direct") {
+    throw new RangeError(`'--pooler-channel' accepts mux or direct: received '${raw}'`);
+  }
+  return raw;
+}
+
 function parseOptions(args: string[]): Options | undefined {
   const { values } = parseArgs({
     args,
@@ -99,6 +108,7 @@ function parseOptions(args: string[]): Options | undefined {
       duration: { type: "string", default: "30" },
       "pool-size": { type: "string", default: "20" },
       "gateway-pool": { type: "string" },
+      "pooler-channel": { type: "string", default: "mux" },
       scale: { type: "string", default: "10" },
       targets: { type: "string", default: TARGETS.join(",") },
       workloads: { type: "string", default: WORKLOADS.join(",") },
@@ -115,8 +125,9 @@ function parseOptions(args: string[]): Options | undefined {
     durationS: positiveInt("duration", values.duration),
     poolSize,
     gatewayPool: values["gateway-pool"] === undefined
-      ? poolSize
+      ? undefined
       : positiveInt("gateway-pool", values["gateway-pool"]),
+    poolerChannel: poolerChannel(values["pooler-channel"]),
     scale: positiveInt("scale", values.scale),
     targets: list("targets", values.targets, TARGETS),
     workloads: list("workloads", values.workloads, WORKLOADS),
@@ -459,8 +470,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
           `${HOST}:${ports.gateway}`,
           "--http-listen",
           `${HOST}:${ports.gatewayHttp}`,
-          "--pool-size-per-pooler",
-          String(o.gatewayPool),
+          ...(o.gatewayPool !== undefined ? ["--pool-size-per-pooler", String(o.gatewayPool)] : []),
+          "--pooler-channel",
+          o.poolerChannel,
           "--max-client-conn",
           String(Math.max(...o.clients) + 100),
           "--log-level",
@@ -487,7 +499,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       `PostgreSQL ${serverVersion}, Deno ${Deno.version.deno}; pgbench -M simple, scale ` +
         `${o.scale}, -j ${o.threads}, -T ${o.durationS}; pool size ${o.poolSize} (pooler ` +
         `--pool-size, PgBouncer transaction mode default_pool_size), gateway ` +
-        `--pool-size-per-pooler ${o.gatewayPool}; fsync/synchronous_commit/full_page_writes off`,
+        `--pool-size-per-pooler ${
+          o.gatewayPool ?? "(its default)"
+        } --pooler-channel ${o.poolerChannel}; fsync/synchronous_commit/full_page_writes off`,
     );
 
     const portOf: Record<Target, number | undefined> = {

@@ -14,6 +14,7 @@ import {
   Frontend,
   MAX_STARTUP_PACKET_LENGTH,
   MessageWriter,
+  MUX_ACCEPTED,
   parseScramVerifier,
   PayloadReader,
   readExact,
@@ -93,6 +94,12 @@ export interface FrontendOptions {
   hideUnknownUsers?: boolean;
   /** Where refusals and failures are logged (info for refusals, debug for details). */
   logger?: Logger;
+  /**
+   * Accept Tessera's multiplexing request (`shared/mux`, sent by gateways) with `M` and return
+   * `{ kind: "mux" }`. When false (the default) it is refused like any unknown request code. A
+   * TCP connection must have negotiated TLS first when `requireTls` is set.
+   */
+  allowMux?: boolean;
 }
 
 /** Outcome of {@linkcode acceptFrontend}. */
@@ -142,6 +149,15 @@ export type FrontendResult =
     secret: number;
     /** Closes the client's connection (idempotent). */
     close(): void;
+  }
+  | {
+    /**
+     * A multiplexing request (only with `allowMux`), answered `M`: the caller serves
+     * `conn` with `shared/mux`, each channel as a connection of its own.
+     */
+    kind: "mux";
+    /** The connection to frame channels on (`conn` itself, or its TLS layer). */
+    conn: Deno.Conn;
   }
   | {
     /**
@@ -461,6 +477,15 @@ class StartupSession {
             secret: packet.secretKey,
             close: () => this.#close(),
           };
+        case "mux":
+          if (this.#options.allowMux !== true) {
+            throw fatal(SqlState.protocolViolation, "unknown startup request code 1234.5690");
+          }
+          if (this.#options.requireTls && this.#transport === "tcp" && !this.#tlsOn) {
+            throw fatal(SqlState.invalidAuthorizationSpecification, "TLS is required");
+          }
+          await this.#write(Uint8Array.of(MUX_ACCEPTED));
+          return { kind: "mux", conn: this.#io };
         case "startup":
           return await this.#login(packet.minorVersion, packet.params);
       }

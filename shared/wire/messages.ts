@@ -107,6 +107,15 @@ export const GSSENC_REQUEST_CODE = 80877104;
 /** Code of a CancelRequest (sent in place of a protocol version; the message length is 16). */
 export const CANCEL_REQUEST_CODE = 80877102;
 
+/**
+ * Tessera's own request code (version 1234.5690): the gateway asks a pooler to carry many
+ * sessions over this connection (`shared/mux`). Answered with `M`, or an ErrorResponse.
+ */
+export const MUX_REQUEST_CODE = 80877114;
+
+/** The single byte that accepts a multiplexing request. */
+export const MUX_ACCEPTED = 0x4d; // 'M'
+
 /** Largest startup-phase packet Postgres accepts (its `MAX_STARTUP_PACKET_LENGTH`). */
 export const MAX_STARTUP_PACKET_LENGTH = 10000;
 

@@ -11,6 +11,7 @@ import {
   CANCEL_REQUEST_CODE,
   GSSENC_REQUEST_CODE,
   MAX_STARTUP_PACKET_LENGTH,
+  MUX_REQUEST_CODE,
   SSL_REQUEST_CODE,
 } from "./messages.ts";
 import { PayloadReader } from "./payload_reader.ts";
@@ -49,8 +50,19 @@ export interface CancelRequest {
   secretKey: number;
 }
 
+/** Tessera's request to multiplex sessions over the connection (see `shared/mux`). */
+export interface MuxRequest {
+  /** Discriminant. */
+  kind: "mux";
+}
+
 /** Any packet of the startup phase. */
-export type StartupPacket = StartupMessage | SslRequest | GssEncRequest | CancelRequest;
+export type StartupPacket =
+  | StartupMessage
+  | SslRequest
+  | GssEncRequest
+  | CancelRequest
+  | MuxRequest;
 
 /** Options of {@linkcode readStartupPacket}. */
 export interface StartupReaderOptions {
@@ -121,6 +133,9 @@ export async function readStartupPacket(
     case GSSENC_REQUEST_CODE:
       if (length !== 8) throw violation(`invalid length of encryption request: ${length}`);
       return { kind: code === SSL_REQUEST_CODE ? "ssl" : "gssenc" };
+    case MUX_REQUEST_CODE:
+      if (length !== 8) throw violation(`invalid length of multiplexing request: ${length}`);
+      return { kind: "mux" };
     case CANCEL_REQUEST_CODE: {
       if (length !== 16) throw violation(`invalid length of cancel request: ${length}`);
       const r = new DataView(rest.buffer);
