@@ -245,6 +245,11 @@ Deno.test({
         await c.query("BEGIN");
         await c.query("INSERT INTO t VALUES (1)");
         await s.restartPooler();
+        // (Pooler and gateway share this process: let the gateway read what the pooler sent.)
+        await until(
+          () => s.gateway.stats().transactionsFailedByFailover === 1,
+          "the gateway to see its pooler connection end",
+        );
         // Idle in the block when the connection went: the next statement gets 40001.
         const err = await c.query("INSERT INTO t VALUES (2)").then(() => null, (e: PgError) => e);
         assert(err !== null, "the statement after the lost connection must fail");

@@ -19,12 +19,13 @@
  * | `O` | the opener starts channel `id` (ids are chosen by the opening side, never reused) |
  * | `D` | bytes of channel `id` |
  * | `C` | channel `id` is closed by the sender (no answer is expected) |
- * | `P` / `R` | the sender holds too many unread bytes of channel `id`: pause / resume sending |
+ * | `W` | the sender's reader consumed this many more bytes of channel `id` (u32 payload) |
  *
  * Writes are coalesced: frames appended while the JavaScript of one event-loop turn runs go out
  * together, a couple of microtask rounds after the first of them (and behind a write in progress).
- * Per-channel flow control keeps one slow session from filling the receiver's memory while the
- * connection keeps serving the others.
+ * Per-channel flow control (a window of {@linkcode WINDOW} unconsumed bytes per direction,
+ * credited back with `W` frames as the reader consumes them) keeps one slow session from filling
+ * the receiver's memory while the connection keeps serving the others.
  *
  * @module
  */
@@ -38,14 +39,13 @@ const HEADER = 9;
 const T_OPEN = 0x4f; // 'O'
 const T_DATA = 0x44; // 'D'
 const T_CLOSE = 0x43; // 'C'
-const T_PAUSE = 0x50; // 'P'
-const T_RESUME = 0x52; // 'R'
+const T_WINDOW = 0x57; // 'W'
 /** Largest payload of one data frame; longer writes are split. */
 const MAX_DATA = 64 * 1024;
-/** Unread bytes of a channel above which its sender is asked to pause. */
-const PAUSE_AT = 256 * 1024;
-/** Unread bytes below which a paused sender is asked to resume. */
-const RESUME_AT = 64 * 1024;
+/** Bytes a channel may send beyond what the peer's reader has consumed. */
+export const WINDOW = 256 * 1024;
+/** Consumed bytes after which the peer is credited. */
+const CREDIT_AT = WINDOW / 4;
 /** Bytes waiting to be written above which channels' writes wait. */
 const BACKLOG_LIMIT = 1024 * 1024;
 const INITIAL_OUT = 16 * 1024;
@@ -183,23 +183,41 @@ export class Mux {
     return this.#outLen + this.#inFlight >= BACKLOG_LIMIT;
   }
 
-  /** Queues `len` bytes of `p` for channel `id`; false when the queue is full. */
-  sendData(id: number, p: Uint8Array, len: number): boolean {
-    if (this.#full) return false;
+  /**
+   * Queues up to `len` bytes of `p` for channel `id`; the count queued, 0 when the queue is
+   * full.
+   */
+  sendData(id: number, p: Uint8Array, len: number): number {
+    if (this.#closed || this.#failure !== null) {
+      throw this.#failure ?? new Deno.errors.ConnectionReset("multiplexed connection is closed");
+    }
+    if (this.#full) return 0;
+    const total = len;
     let done = 0;
-    while (done < len) {
-      const n = Math.min(len - done, MAX_DATA);
+    while (done < total) {
+      const n = Math.min(total - done, MAX_DATA);
       const at = this.#frame(T_DATA, id, n);
       this.#out.set(done === 0 && n === p.length ? p : p.subarray(done, done + n), at);
       done += n;
     }
-    return true;
+    return total;
   }
 
-  /** Queues a payload-less frame (close, pause, resume) for channel `id`. */
-  sendControl(type: number, id: number): void {
+  /** Queues a close of channel `id`. */
+  sendClose(id: number): void {
     if (this.#closed || this.#failure !== null) return;
-    this.#frame(type, id, 0);
+    this.#frame(T_CLOSE, id, 0);
+  }
+
+  /** Credits the peer with `n` bytes of channel `id` consumed. */
+  sendCredit(id: number, n: number): void {
+    if (this.#closed || this.#failure !== null) return;
+    const at = this.#frame(T_WINDOW, id, 4);
+    const o = this.#out;
+    o[at] = n >>> 24;
+    o[at + 1] = (n >>> 16) & 0xff;
+    o[at + 2] = (n >>> 8) & 0xff;
+    o[at + 3] = n & 0xff;
   }
 
   /** Waits (for a drain) until `ch` may write again. */
@@ -358,11 +376,11 @@ export class Mux {
         ch.peerGone(null);
         return;
       }
-      case T_PAUSE:
-        this.#channels.get(id)?.setPaused(true);
-        return;
-      case T_RESUME:
-        this.#channels.get(id)?.setPaused(false);
+      case T_WINDOW:
+        if (end - start !== 4) {
+          throw new TesseraError(SqlState.protocolViolation, "window frame of the wrong length");
+        }
+        this.#channels.get(id)?.credit(u32(buf, start));
         return;
       default:
         throw new TesseraError(
@@ -381,7 +399,7 @@ export class Mux {
 /**
  * One session's channel of a {@linkcode Mux}, with the shape of a `Deno.Conn`. Reads return the
  * peer's bytes for this channel; writes queue frames (at once, like a socket with room in its
- * buffer; they wait when the peer paused the channel or the connection's queue is full).
+ * buffer; they wait when the channel's window is used up or the connection's queue is full).
  */
 export class MuxChannel implements Deno.Conn, SyncWriteConn {
   #mux: Mux;
@@ -389,8 +407,8 @@ export class MuxChannel implements Deno.Conn, SyncWriteConn {
   #chunks: Uint8Array[] = [];
   #chunkHead = 0; // offset into #chunks[0]
   #buffered = 0;
-  #askedPause = false;
-  #peerPaused = false;
+  #consumed = 0;
+  #window = WINDOW;
   #peerGone = false;
   #peerError: Error | null = null;
   #closed = false;
@@ -434,6 +452,7 @@ export class MuxChannel implements Deno.Conn, SyncWriteConn {
       this.#rBuf = null;
       this.#rResolve = this.#rReject = null;
       if (n < len) this.#queue(buf.slice(start + n, end));
+      this.#consume(n);
       resolve(n);
       return;
     }
@@ -443,9 +462,13 @@ export class MuxChannel implements Deno.Conn, SyncWriteConn {
   #queue(bytes: Uint8Array): void {
     this.#chunks.push(bytes);
     this.#buffered += bytes.length;
-    if (!this.#askedPause && this.#buffered > PAUSE_AT) {
-      this.#askedPause = true;
-      this.#mux.sendControl(T_PAUSE, this.#id);
+  }
+
+  #consume(n: number): void {
+    this.#consumed += n;
+    if (this.#consumed >= CREDIT_AT && !this.#peerGone) {
+      this.#mux.sendCredit(this.#id, this.#consumed);
+      this.#consumed = 0;
     }
   }
 
@@ -465,10 +488,10 @@ export class MuxChannel implements Deno.Conn, SyncWriteConn {
     this.wake();
   }
 
-  /** The peer asks to pause (or resume) sending. */
-  setPaused(paused: boolean): void {
-    this.#peerPaused = paused;
-    if (!paused) this.wake();
+  /** The peer's reader consumed `n` more bytes: that much more may be sent. */
+  credit(n: number): void {
+    this.#window += n;
+    this.wake();
   }
 
   /** Lets waiting writes try again. */
@@ -502,10 +525,7 @@ export class MuxChannel implements Deno.Conn, SyncWriteConn {
         }
       }
       this.#buffered -= n;
-      if (this.#askedPause && this.#buffered < RESUME_AT) {
-        this.#askedPause = false;
-        this.#mux.sendControl(T_RESUME, this.#id);
-      }
+      this.#consume(n);
       return Promise.resolve(n);
     }
     if (this.#peerGone) {
@@ -518,29 +538,27 @@ export class MuxChannel implements Deno.Conn, SyncWriteConn {
     });
   }
 
-  /** Queues a prefix of `p`'s first `len` bytes now: all of them, or 0 when it must wait. */
+  /** Queues a prefix of `p`'s first `len` bytes now; the count, 0 when it must wait. */
   tryWrite(p: Uint8Array, len: number = p.length): number {
     if (this.#closed) throw new Deno.errors.BadResource("channel is closed");
-    if (this.#peerGone) {
-      throw this.#peerError ?? new Deno.errors.BrokenPipe("the peer closed the channel");
-    }
-    if (len === 0) return 0;
-    if (this.#peerPaused) return 0;
-    if (!this.#mux.sendData(this.#id, p, len)) {
-      this.#mux.block(this);
-      return 0;
-    }
-    return len;
+    // As on a socket whose peer has gone, bytes written now are dropped: the reader learns of
+    // the end (after the peer's last bytes, which may not have been read yet).
+    if (this.#peerGone) return len;
+    if (len === 0 || this.#window === 0) return 0;
+    const n = this.#mux.sendData(this.#id, p, Math.min(len, this.#window));
+    if (n === 0) this.#mux.block(this);
+    this.#window -= n;
+    return n;
   }
 
-  /** Queues `p`, waiting while the peer paused the channel or the connection is backed up. */
+  /** Queues a prefix of `p`, waiting while the channel's window is used up or the queue full. */
   async write(p: Uint8Array): Promise<number> {
     for (;;) {
       const n = this.tryWrite(p);
       if (n > 0 || p.length === 0) return n;
       await new Promise<void>((resolve) => {
         this.#wWaiters.push(resolve);
-        if (!this.#peerPaused) this.#mux.block(this);
+        if (this.#window > 0) this.#mux.block(this);
       });
     }
   }
@@ -553,7 +571,7 @@ export class MuxChannel implements Deno.Conn, SyncWriteConn {
     this.#buffered = 0;
     if (!this.#peerGone) {
       this.#mux.forget(this.#id);
-      this.#mux.sendControl(T_CLOSE, this.#id);
+      this.#mux.sendClose(this.#id);
     }
     if (this.#rReject !== null) {
       const reject = this.#rReject;
