@@ -146,6 +146,7 @@ export async function runGateway(
           choices: r.choices,
           failingPoolers: r.failing,
           pools: s.pools,
+          multiplexed: s.multiplexed,
           cancelRequests: s.cancelRequests,
           transactionsFailedByFailover: s.transactionsFailedByFailover,
           retries: s.retries,
