@@ -18,7 +18,7 @@ import {
   type LoadedFrontendTls,
 } from "../shared/frontend/mod.ts";
 import { Logger } from "../shared/log/mod.ts";
-import { MuxDialer } from "../shared/mux/mod.ts";
+import { MuxDialer, type MuxStats, muxStats } from "../shared/mux/mod.ts";
 import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
 import {
   BackendConn,
@@ -129,8 +129,8 @@ export interface GatewayStats {
   transactionsFailedByFailover: number;
   /** Attempts to start a transaction again after its pooler connection failed at the start. */
   retries: number;
-  /** Multiplexed connections to poolers now, and the channels they carry. */
-  multiplexed: { connections: number; channels: number };
+  /** Multiplexed connections to poolers now, the channels they carry, their writes and reads. */
+  multiplexed: MuxStats;
 }
 
 /** A running gateway data path. */
@@ -660,7 +660,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
       })),
       transactionsFailedByFailover: this.counters.failedByFailover,
       retries: this.counters.retries,
-      multiplexed: this.#dialer?.stats() ?? { connections: 0, channels: 0 },
+      multiplexed: this.#dialer?.stats() ?? muxStats([]),
     };
   }
 

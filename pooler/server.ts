@@ -14,7 +14,7 @@ import {
 } from "../shared/frontend/mod.ts";
 import type { FastNet } from "../shared/fastnet/mod.ts";
 import { Logger } from "../shared/log/mod.ts";
-import { Mux } from "../shared/mux/mod.ts";
+import { Mux, type MuxStats, muxStats } from "../shared/mux/mod.ts";
 import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
 import {
   type BackendConn,
@@ -123,8 +123,8 @@ export interface PoolerStats {
   pins: Record<string, number>;
   /** Prepared statements across pools. */
   preparedStatements: { hits: number; misses: number; evictions: number };
-  /** Gateways' multiplexed connections now, and the client channels they carry. */
-  multiplexed: { connections: number; channels: number };
+  /** Gateways' multiplexed connections now, the client channels they carry, writes and reads. */
+  multiplexed: MuxStats;
 }
 
 /** A running pooler. */
@@ -478,10 +478,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       pinnedClients: pinned,
       pins,
       preparedStatements: prepared,
-      multiplexed: {
-        connections: this.#muxes.size,
-        channels: [...this.#muxes].reduce((n, m) => n + m.channels, 0),
-      },
+      multiplexed: muxStats(this.#muxes),
     };
   }
 

@@ -54,6 +54,8 @@ const USAGE = `Usage: deno run -A bench/gateway/main.ts [options]
                         default_pool_size (default 20)
   --gateway-pool N      the gateway's --pool-size-per-pooler (default: the gateway's own)
   --pooler-channel C    the gateway's --pooler-channel: mux or direct (default mux)
+  --rounds N            run the targets N times, alternating, per workload and client
+                        count (default 1); the verdict uses the mean TPS of the rounds
   --scale N             pgbench -i scale factor (default 10)
   --targets LIST        direct,pgbouncer,gateway (default all three)
   --workloads LIST      select-only,tpcb-like (default both)
@@ -67,6 +69,7 @@ interface Options {
   poolSize: number;
   gatewayPool: number | undefined;
   poolerChannel: "mux" | "direct";
+  rounds: number;
   scale: number;
   targets: Target[];
   workloads: PgbenchWorkload[];
@@ -109,6 +112,7 @@ function parseOptions(args: string[]): Options | undefined {
       "pool-size": { type: "string", default: "20" },
       "gateway-pool": { type: "string" },
       "pooler-channel": { type: "string", default: "mux" },
+      rounds: { type: "string", default: "1" },
       scale: { type: "string", default: "10" },
       targets: { type: "string", default: TARGETS.join(",") },
       workloads: { type: "string", default: WORKLOADS.join(",") },
@@ -128,6 +132,7 @@ function parseOptions(args: string[]): Options | undefined {
       ? undefined
       : positiveInt("gateway-pool", values["gateway-pool"]),
     poolerChannel: poolerChannel(values["pooler-channel"]),
+    rounds: positiveInt("rounds", values.rounds),
     scale: positiveInt("scale", values.scale),
     targets: list("targets", values.targets, TARGETS),
     workloads: list("workloads", values.workloads, WORKLOADS),
@@ -141,6 +146,8 @@ interface RunRow {
   workload: PgbenchWorkload;
   clients: number;
   target: Target;
+  /** Which of the alternating rounds (1-based). */
+  round: number;
   tps: number;
   meanMs: number;
   p99Ms: number;
@@ -218,7 +225,7 @@ async function waitForPsql(
 }
 
 function rowFromResult(
-  key: Pick<RunRow, "workload" | "clients" | "target">,
+  key: Pick<RunRow, "workload" | "clients" | "target" | "round">,
   result: PgbenchResult,
   cpu: { oursPct: number; othersPct: number },
 ): RunRow {
@@ -240,13 +247,15 @@ function rowFromResult(
 function throughputTable(rows: RunRow[]): Table {
   const baseline = (row: RunRow) =>
     rows.find((r) =>
-      r.target === "pgbouncer" && r.workload === row.workload && r.clients === row.clients
+      r.target === "pgbouncer" && r.workload === row.workload && r.clients === row.clients &&
+      r.round === row.round
     );
   return {
     headers: [
       "workload",
       "clients",
       "target",
+      "round",
       "TPS",
       "mean ms",
       "p99 ms",
@@ -261,6 +270,7 @@ function throughputTable(rows: RunRow[]): Table {
       row.workload,
       String(row.clients),
       row.target,
+      String(row.round),
       fixed(row.tps, 0),
       fixed(row.meanMs, 3),
       fixed(row.p99Ms, 3),
@@ -279,19 +289,37 @@ function summary(rows: RunRow[], opts: Options): string[] {
   const lines: string[] = [];
   for (const workload of opts.workloads) {
     const find = (target: Target) =>
-      rows.find((r) => r.target === target && r.workload === workload && r.clients === 50);
+      rows.filter((r) => r.target === target && r.workload === workload && r.clients === 50);
     const bouncer = find("pgbouncer");
     const gateway = find("gateway");
-    if (!bouncer || !gateway) {
+    if (bouncer.length === 0 || gateway.length === 0) {
       lines.push(`${workload}, 50 clients: gateway or PgBouncer not measured`);
       continue;
     }
-    const r = gateway.tps / bouncer.tps;
-    const clean = gateway.failed === 0 && gateway.abortedClients === 0;
+    const mean = (rs: RunRow[], f: (r: RunRow) => number) =>
+      rs.reduce((n, r) => n + f(r), 0) / rs.length;
+    const gwTps = mean(gateway, (r) => r.tps);
+    const pbTps = mean(bouncer, (r) => r.tps);
+    const r = gwTps / pbTps;
+    const failed = gateway.reduce((n, g) => n + g.failed, 0);
+    const aborted = gateway.reduce((n, g) => n + g.abortedClients, 0);
+    const perRound = gateway.length > 1
+      ? `; per round ${
+        gateway.map((g) => {
+          const b = bouncer.find((x) => x.round === g.round);
+          return ratio(g.tps / (b?.tps ?? Number.NaN));
+        }).join(" ")
+      }; p99 ${fixed(mean(gateway, (g) => g.p99Ms), 2)} against ${
+        fixed(mean(bouncer, (b) => b.p99Ms), 2)
+      } ms`
+      : "";
     lines.push(
-      `${workload}, 50 clients: gateway ${fixed(gateway.tps, 0)} tps = ${ratio(r)} PgBouncer ` +
-        `(${fixed(bouncer.tps, 0)} tps; target ≥ 0.80×: ${r >= 0.8 ? "met" : "NOT met"})` +
-        (clean ? "" : `, with ${gateway.failed} failed / ${gateway.abortedClients} aborted`),
+      `${workload}, 50 clients: gateway ${fixed(gwTps, 0)} tps = ${ratio(r)} PgBouncer ` +
+        `(${fixed(pbTps, 0)} tps${
+          gateway.length > 1 ? `, means of ${gateway.length} rounds` : ""
+        }` +
+        `; target ≥ 0.80×: ${r >= 0.8 ? "met" : "NOT met"})${perRound}` +
+        (failed === 0 && aborted === 0 ? "" : `, with ${failed} failed / ${aborted} aborted`),
     );
   }
   return lines;
@@ -510,14 +538,16 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       gateway: gatewayPid === undefined ? undefined : ports.gateway,
     };
     const targets = o.targets.filter((t) => portOf[t] !== undefined);
-    const total = o.workloads.length * o.clients.length * targets.length;
+    const total = o.workloads.length * o.clients.length * targets.length * o.rounds;
     log(`${total} pgbench runs, about ${Math.ceil((total * (o.durationS + 4)) / 60)} min`);
     const postmasterPid = (await pg.instance.status()).pid;
     const meter = new CpuMeter(() => [Deno.pid, postmasterPid]);
     let n = 0;
     for (const workload of o.workloads) {
       for (const clients of o.clients) {
-        for (const target of targets) {
+        for (let i = 0; i < o.rounds * targets.length; i++) {
+          const target = targets[i % targets.length]!;
+          const round = Math.floor(i / targets.length) + 1;
           signal.throwIfAborted();
           n++;
           await psql(pg.socketDir, pg.port, KEYSPACE, [
@@ -549,7 +579,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
           const cpu = meter.stop();
           const elapsedS = (performance.now() - t0) / 1000;
           await Deno.remove(logDir, { recursive: true });
-          const row = rowFromResult({ workload, clients, target }, result, cpu);
+          const row = rowFromResult({ workload, clients, target, round }, result, cpu);
           if (target === "gateway") {
             // Ticks are 1/100 s: ticks / seconds = percent of one core.
             row.gatewayCorePct = (processTicks(gatewayPid!) - gwBefore) / elapsedS;
@@ -557,7 +587,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
           }
           runs.push(row);
           log(
-            `[${n}/${total}] ${workload} c=${clients} ${target}: ${fixed(row.tps, 0)} tps, ` +
+            `[${n}/${total}] ${workload} c=${clients} ${target}` +
+              `${o.rounds > 1 ? ` (round ${round})` : ""}: ${fixed(row.tps, 0)} tps, ` +
               `mean ${fixed(row.meanMs, 3)} ms, p99 ${fixed(row.p99Ms, 3)} ms, failed ` +
               `${row.failed}, aborted ${row.abortedClients}, other CPU ` +
               `${fixed(row.otherCpuPct, 0)}%` +

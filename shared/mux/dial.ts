@@ -8,7 +8,7 @@
 import { SqlState, TesseraError } from "../errors/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { decodeError, readExact, writeAll } from "../wire/mod.ts";
-import { Mux, MUX_ACCEPTED, MUX_REQUEST_CODE } from "./mux.ts";
+import { Mux, MUX_ACCEPTED, MUX_REQUEST_CODE, type MuxStats, muxStats } from "./mux.ts";
 
 /** Where to dial: a Unix socket path, or a TCP host and port. */
 export type DialAddress = { path: string } | { hostname: string; port: number };
@@ -91,18 +91,17 @@ export class MuxDialer {
     this.#fallbackMs = options.fallbackMs ?? 60_000;
   }
 
-  /** Multiplexed connections open now, and their channels. */
-  stats(): { connections: number; channels: number } {
-    let connections = 0;
-    let channels = 0;
+  /**
+   * Multiplexed connections open now, their channels, and the writes and reads made on them with
+   * the frames those carried.
+   */
+  stats(): MuxStats {
+    const open: Mux[] = [];
     for (const p of this.#muxes.values()) {
       const m = this.#ready.get(p);
-      if (m !== undefined && !m.closed) {
-        connections++;
-        channels += m.channels;
-      }
+      if (m !== undefined && !m.closed) open.push(m);
     }
-    return { connections, channels };
+    return muxStats(open);
   }
 
   #ready = new WeakMap<Promise<Mux>, Mux>();

@@ -5,5 +5,13 @@
  *
  * @module
  */
-export { Mux, MUX_ACCEPTED, MUX_REQUEST_CODE, MuxChannel, type MuxOptions } from "./mux.ts";
+export {
+  Mux,
+  MUX_ACCEPTED,
+  MUX_REQUEST_CODE,
+  MuxChannel,
+  type MuxOptions,
+  type MuxStats,
+  muxStats,
+} from "./mux.ts";
 export { type DialAddress, MuxDialer, type MuxDialerOptions } from "./dial.ts";

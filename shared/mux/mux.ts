@@ -62,6 +62,37 @@ export interface MuxOptions {
   onOpen?: (channel: MuxChannel) => void;
 }
 
+/** Figures of a set of multiplexed connections. */
+export interface MuxStats {
+  /** Connections. */
+  connections: number;
+  /** Channels open on them. */
+  channels: number;
+  /** Writes made on them. */
+  writes: number;
+  /** Frames those writes carried. */
+  framesOut: number;
+  /** Reads made on them. */
+  reads: number;
+  /** Frames those reads brought. */
+  framesIn: number;
+}
+
+/** The figures of `muxes`, summed. */
+export function muxStats(muxes: Iterable<Mux>): MuxStats {
+  const out = { connections: 0, channels: 0, writes: 0, framesOut: 0, reads: 0, framesIn: 0 };
+  for (const m of muxes) {
+    out.connections++;
+    out.channels += m.channels;
+    const c = m.counters;
+    out.writes += c.writes;
+    out.framesOut += c.framesOut;
+    out.reads += c.reads;
+    out.framesIn += c.framesIn;
+  }
+  return out;
+}
+
 function u32(b: Uint8Array, at: number): number {
   return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
 }
@@ -82,6 +113,8 @@ export class Mux {
   #ending = false;
   #failure: Error | null = null;
   #blocked = new Set<MuxChannel>();
+  /** Writes and reads on the connection, and the frames they carried (see {@linkcode counters}). */
+  #counts = { writes: 0, framesOut: 0, reads: 0, framesIn: 0 };
   /** Settles when the connection has ended (the read loop stopped and every channel was told). */
   readonly done: Promise<void>;
 
@@ -91,6 +124,14 @@ export class Mux {
     this.#sync = canWriteSync(conn) ? conn : null;
     this.#onOpen = options.onOpen;
     this.done = this.#readLoop();
+  }
+
+  /**
+   * Writes and reads made on the connection since it opened, and the frames they carried: frames
+   * per write is how much the coalescing saves.
+   */
+  get counters(): Readonly<{ writes: number; framesOut: number; reads: number; framesIn: number }> {
+    return this.#counts;
   }
 
   /** Channels open now. */
@@ -174,6 +215,7 @@ export class Mux {
     o[at++] = (len >>> 8) & 0xff;
     o[at++] = len & 0xff;
     this.#outLen = at + len;
+    this.#counts.framesOut++;
     this.#schedule();
     return at;
   }
@@ -241,6 +283,7 @@ export class Mux {
   #flush(): void {
     if (this.#inFlight > 0 || this.#outLen === 0 || this.#closed || this.#failure !== null) return;
     let start = 0;
+    this.#counts.writes++;
     if (this.#sync !== null) {
       let n: number;
       try {
@@ -314,6 +357,7 @@ export class Mux {
           }
           const end = head + HEADER + len;
           if (end > tail) break;
+          this.#counts.framesIn++;
           this.#onFrame(buf[head]!, u32(buf, head + 1), buf, head + HEADER, end);
           head = end;
         }
@@ -334,6 +378,7 @@ export class Mux {
         }
         const n = await this.#conn.read(tail === 0 ? buf : buf.subarray(tail));
         if (n === null) break;
+        this.#counts.reads++;
         tail += n;
       }
     } catch (err) {
