@@ -328,6 +328,11 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     } finally {
       this.#muxes.delete(mux);
     }
+    if (mux.failure !== null && !this.#stopping) {
+      this.log.warn("a gateway's multiplexed connection failed; its sessions ended", {
+        error: mux.failure,
+      });
+    }
   }
 
   async #handleConn(conn: Deno.Conn, channel = false): Promise<void> {

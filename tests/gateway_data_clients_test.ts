@@ -68,8 +68,13 @@ async function withStack(
   fn: (ctx: {
     gateway: Awaited<ReturnType<typeof startGateway>>;
     resolver: StaticResolver;
+    pooler: Awaited<ReturnType<typeof startPooler>>;
   }) => Promise<void>,
-  gatewayOptions: { maxClientConnections?: number; maxConnectionsPerUser?: number } = {},
+  gatewayOptions: {
+    maxClientConnections?: number;
+    maxConnectionsPerUser?: number;
+    poolerChannel?: "mux" | "direct";
+  } = {},
 ): Promise<void> {
   const pgi = await startTestPostgres({ port: PG_PORT, settings: { max_connections: "60" } });
   let pooler: Awaited<ReturnType<typeof startPooler>> | undefined;
@@ -90,7 +95,7 @@ async function withStack(
       queueTimeoutMs: 120_000,
       ...gatewayOptions,
     });
-    await fn({ gateway, resolver });
+    await fn({ gateway, resolver, pooler });
   } finally {
     await gateway?.shutdown();
     await pooler?.shutdown();
@@ -146,7 +151,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await withStack(async ({ gateway }) => {
+    await withStack(async ({ gateway, pooler }) => {
       const init = await run("pgbench", ["-i", "-s", "1", ...CONN, "postgres"]);
       assert(init.ok, init.out);
       for (const mode of ["simple", "extended", "prepared"]) {
@@ -169,7 +174,42 @@ Deno.test({
         assert(c.failed <= 0, r.out);
       }
       for (const p of gateway.stats().pools) assert(p.size <= 8, JSON.stringify(p));
+      // Every session rode one multiplexed connection, seen from both ends.
+      const gw = gateway.stats().multiplexed;
+      const pl = pooler.stats().multiplexed;
+      assertEquals([gw.connections, pl.connections], [1, 1], JSON.stringify({ gw, pl }));
+      assert(gw.channels >= 1 && gw.channels <= 8, JSON.stringify(gw));
+      assertEquals(pl.channels, gw.channels);
+      assert(gw.framesOut > 3000 && pl.framesIn >= gw.framesOut - 20, JSON.stringify({ gw, pl }));
     });
+  },
+});
+
+Deno.test({
+  name: "gateway data: with --pooler-channel direct, a connection per session; pgbench works",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await withStack(async ({ gateway, pooler }) => {
+      const init = await run("pgbench", ["-i", "-s", "1", ...CONN, "postgres"]);
+      assert(init.ok, init.out);
+      const r = await run("pgbench", [
+        ...CONN,
+        "-M",
+        "extended",
+        "-c",
+        "12",
+        "-t",
+        "50",
+        "postgres",
+      ]);
+      assert(r.ok, r.out);
+      const c = pgbenchCounts(r.out);
+      assertEquals(c.processed, 600, r.out);
+      assertEquals(gateway.stats().multiplexed.connections, 0);
+      assertEquals(pooler.stats().multiplexed.connections, 0);
+      assert(pooler.stats().clients >= 1);
+    }, { poolerChannel: "direct" });
   },
 });
 

@@ -139,6 +139,11 @@ export class Mux {
     return this.#channels.size;
   }
 
+  /** Why the connection ended, when it failed (a broken frame, a reset); null otherwise. */
+  get failure(): Error | null {
+    return this.#failure;
+  }
+
   /** Whether the connection has ended (or is ending): no channel can be opened. */
   get closed(): boolean {
     return this.#closed || this.#ending;

@@ -200,3 +200,40 @@ Deno.test("mux: a server that does not multiplex gets a connection per dial", as
     }
   }, false);
 });
+
+Deno.test("mux: a peer that breaks the framing loses its connection, and only it", async () => {
+  await withServer(echo, async (port, servers) => {
+    const dialer = new MuxDialer();
+    try {
+      const good = await dialer.dial({ hostname: HOST, port });
+      for (
+        const bad of [
+          Uint8Array.of(0x5a, 0, 0, 0, 1, 0, 0, 0, 0), // unknown frame type
+          Uint8Array.of(0x44, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff), // length far too large
+          Uint8Array.of(0x4f, 0, 0, 0, 1, 0, 0, 0, 0, 0x4f, 0, 0, 0, 1, 0, 0, 0, 0), // opened twice
+        ]
+      ) {
+        const raw = await Deno.connect({ hostname: HOST, port });
+        const req = new Uint8Array(8);
+        new DataView(req.buffer).setInt32(0, 8);
+        new DataView(req.buffer).setInt32(4, 80877114);
+        await writeAll(raw, req);
+        assertEquals((await readAll(raw, 1))[0], 0x4d);
+        await writeAll(raw, bad);
+        // The server ends that connection...
+        const buf = new Uint8Array(64);
+        let n: number | null = 0;
+        while (n !== null) n = await raw.read(buf).catch(() => null);
+        raw.close();
+      }
+      // ...and the well-behaved one is untouched.
+      const ping = pattern(300, 1);
+      await writeAll(good, ping);
+      assertEquals(await readAll(good, ping.length), ping);
+      assertEquals(servers.filter((m) => !m.closed).length, 1);
+      good.close();
+    } finally {
+      dialer.close();
+    }
+  });
+});
