@@ -115,6 +115,24 @@ function pgbenchCounts(out: string): { processed: number; expected: number; fail
 
 const CONN = ["-h", "127.0.0.1", "-p", String(GW_PORT), "-U", "postgres"];
 
+async function pgbenchInit(): Promise<void> {
+  const init = await run("pgbench", ["-i", "-s", "1", ...CONN, "postgres"]);
+  assert(init.ok, init.out);
+}
+
+/** pgbench in `mode` with `clients` × 50 transactions through the gateway: all of them succeed. */
+async function pgbenchClean(mode: string, clients: number): Promise<void> {
+  const r = await run("pgbench", [
+    ...CONN,
+    ...["-M", mode, "-c", String(clients), "-j", "2", "-t", "50", "postgres"],
+  ]);
+  assert(r.ok, r.out);
+  const c = pgbenchCounts(r.out);
+  assertEquals(c.processed, c.expected, r.out);
+  assertEquals(c.processed, clients * 50, r.out);
+  assert(c.failed <= 0, r.out);
+}
+
 Deno.test({
   name: "gateway data: psql, including catalog queries, through gateway → pooler → Postgres",
   sanitizeOps: false,
@@ -152,27 +170,8 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await withStack(async ({ gateway, pooler }) => {
-      const init = await run("pgbench", ["-i", "-s", "1", ...CONN, "postgres"]);
-      assert(init.ok, init.out);
-      for (const mode of ["simple", "extended", "prepared"]) {
-        const r = await run("pgbench", [
-          ...CONN,
-          "-M",
-          mode,
-          "-c",
-          "20",
-          "-j",
-          "2",
-          "-t",
-          "50",
-          "postgres",
-        ]);
-        assert(r.ok, r.out);
-        const c = pgbenchCounts(r.out);
-        assertEquals(c.processed, c.expected, r.out);
-        assertEquals(c.processed, 1000, r.out);
-        assert(c.failed <= 0, r.out);
-      }
+      await pgbenchInit();
+      for (const mode of ["simple", "extended", "prepared"]) await pgbenchClean(mode, 20);
       for (const p of gateway.stats().pools) assert(p.size <= 8, JSON.stringify(p));
       // Every session rode one multiplexed connection, seen from both ends.
       const gw = gateway.stats().multiplexed;
@@ -191,21 +190,8 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await withStack(async ({ gateway, pooler }) => {
-      const init = await run("pgbench", ["-i", "-s", "1", ...CONN, "postgres"]);
-      assert(init.ok, init.out);
-      const r = await run("pgbench", [
-        ...CONN,
-        "-M",
-        "extended",
-        "-c",
-        "12",
-        "-t",
-        "50",
-        "postgres",
-      ]);
-      assert(r.ok, r.out);
-      const c = pgbenchCounts(r.out);
-      assertEquals(c.processed, 600, r.out);
+      await pgbenchInit();
+      await pgbenchClean("extended", 12);
       assertEquals(gateway.stats().multiplexed.connections, 0);
       assertEquals(pooler.stats().multiplexed.connections, 0);
       assert(pooler.stats().clients >= 1);
