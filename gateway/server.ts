@@ -77,9 +77,9 @@ export interface GatewayOptions {
   /** Password the gateway presents to poolers that ask for one. */
   poolerPassword?: string;
   /**
-   * How sessions reach a pooler over TCP: `mux` (the default) carries them all as channels of
-   * one multiplexed connection per pooler (`shared/mux`; a pooler that does not know it gets a
-   * connection per session); `direct` opens a TCP connection per pooled connection.
+   * How sessions reach a pooler over TCP: `mux` carries them all as channels of one multiplexed
+   * connection per pooler (`shared/mux`; a pooler that does not know it gets a connection per
+   * session); `direct` (the default for now) opens a TCP connection per pooled connection.
    */
   poolerChannel?: "mux" | "direct";
   /** Time allowed for a client's startup phase; 10000 by default. */
@@ -299,7 +299,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
   constructor(options: GatewayOptions) {
     this.#options = options;
     this.log = options.logger ?? new Logger({ component: "gateway", level: "warn" });
-    const channel = options.poolerChannel ?? "mux";
+    const channel = options.poolerChannel ?? "direct";
     if (channel !== "mux" && channel !== "direct") {
       throw new RangeError(`'poolerChannel' must be mux or direct: received '${channel}'`);
     }

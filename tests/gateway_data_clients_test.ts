@@ -93,6 +93,7 @@ async function withStack(
       auth: TRUST,
       poolSizePerPooler: 8,
       queueTimeoutMs: 120_000,
+      poolerChannel: "mux",
       ...gatewayOptions,
     });
     await fn({ gateway, resolver, pooler });
