@@ -37,7 +37,7 @@ export const gatewayConfigSchema = z.object({
   maxResultBytes: positiveIntSchema.default(128 * 1024 * 1024),
   replicaFallback: z.boolean().default(false),
   poolerPassword: z.string().optional(),
-  poolerChannel: z.enum(["mux", "direct"]).default("direct"),
+  poolerChannel: z.enum(["mux", "direct"]).default("mux"),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 }).superRefine((c, ctx) => {
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
@@ -162,7 +162,7 @@ export const gatewayConfigSpec: ConfigSpec<typeof gatewayConfigSchema> = {
       flag: "pooler-channel",
       env: "GATEWAY_POOLER_CHANNEL",
       description:
-        "mux: every session to a pooler rides one multiplexed connection; direct: a TCP connection per pooled connection (default direct for now)",
+        "mux: every session to a pooler rides one multiplexed connection; direct: a TCP connection per pooled connection (default mux)",
     },
     logLevel: {
       flag: "log-level",

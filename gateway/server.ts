@@ -79,7 +79,7 @@ export interface GatewayOptions {
   /**
    * How sessions reach a pooler over TCP: `mux` carries them all as channels of one multiplexed
    * connection per pooler (`shared/mux`; a pooler that does not know it gets a connection per
-   * session); `direct` (the default for now) opens a TCP connection per pooled connection.
+   * session; the default); `direct` opens a TCP connection per pooled connection.
    */
   poolerChannel?: "mux" | "direct";
   /** Time allowed for a client's startup phase; 10000 by default. */
@@ -246,6 +246,12 @@ class ResolvedPools implements PoolSource {
     return this.#server.poolFor(endpoint, this.#user, this.#target.keyspace);
   }
 
+  poolNow(): Pool | null {
+    const s = this.#server;
+    const endpoint = s.resolver.resolveNow?.(this.#target) ?? null;
+    return endpoint === null ? null : s.poolFor(endpoint, this.#user, this.#target.keyspace);
+  }
+
   async retry(pool: Pool, error: unknown, attempt: number): Promise<boolean> {
     const s = this.#server;
     const endpoint = s.endpointOf(pool);
@@ -299,7 +305,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
   constructor(options: GatewayOptions) {
     this.#options = options;
     this.log = options.logger ?? new Logger({ component: "gateway", level: "warn" });
-    const channel = options.poolerChannel ?? "direct";
+    const channel = options.poolerChannel ?? "mux";
     if (channel !== "mux" && channel !== "direct") {
       throw new RangeError(`'poolerChannel' must be mux or direct: received '${channel}'`);
     }

@@ -77,6 +77,11 @@ export interface TargetResolver {
    * unknown keyspace). Aborting `signal` stops the wait.
    */
   resolve(target: SessionTarget, signal?: AbortSignal): Promise<PoolerEndpoint>;
+  /**
+   * The pooler for `target` when one serves it now, without waiting; null when {@linkcode resolve}
+   * would wait or fail. Lets the data path start a transaction with no promise in between.
+   */
+  resolveNow?(target: SessionTarget): PoolerEndpoint | null;
   /** Marks `endpoint` as failing so it is avoided until topo shows it again or a short time passes. */
   reportFailure(endpoint: PoolerEndpoint, error: unknown): void;
 }

@@ -577,6 +577,13 @@ export class TopoTargetResolver implements TargetResolver, ShardingSource {
     return endpoint;
   }
 
+  /** See {@linkcode TargetResolver.resolveNow}. */
+  resolveNow(target: SessionTarget): PoolerEndpoint | null {
+    if (this.#closed) return null;
+    const plan = this.#plan(target);
+    return plan.ok ? this.#record(target, plan.endpoint) : null;
+  }
+
   /** See {@linkcode TargetResolver.resolve}. */
   async resolve(target: SessionTarget, signal?: AbortSignal): Promise<PoolerEndpoint> {
     if (this.#closed) {

@@ -82,6 +82,12 @@ export interface PoolSource {
   /** The pool for the transaction starting now; may wait (e.g. during a failover). */
   pool(): Pool | Promise<Pool>;
   /**
+   * The pool {@linkcode pool} would give when it is known at once, else null (then the session
+   * calls {@linkcode pool}). Lets a transaction start on an idle backend with no promise in
+   * between.
+   */
+  poolNow?(): Pool | null;
+  /**
    * Called when a connection of `pool` failed before anything of the transaction reached the
    * client (connect refused, found closed, or a connection-class or 57P0x error): resolves true
    * to try the transaction again on a fresh {@linkcode pool} (the source reports the failure,
@@ -439,13 +445,18 @@ export class Session implements BackendOwner {
     }
     // Apply the settings on a backend and read back what Postgres made of them: that checks
     // them (an unknown setting fails the login, as it would on Postgres) and normalizes them.
-    const b = await this.#borrow("", pool);
-    pool = this.#pool!;
-    const established = new Promise<void>((resolve, reject) => {
-      this.#establishing = { resolve, reject };
+    let established: Promise<void> | undefined;
+    const b = await this.#borrow("", pool, undefined, (b) => {
+      established = new Promise<void>((resolve, reject) => {
+        this.#establishing = { resolve, reject };
+      });
+      // A failure before the await below is seen there.
+      established.catch(() => {});
+      this.#take(b, raw);
+      this.#verify(b, true, false);
+      return b;
     });
-    this.#take(b, raw);
-    this.#verify(b, true, false);
+    pool = this.#pool!;
     await b.out.flush();
     try {
       await established;
@@ -473,13 +484,14 @@ export class Session implements BackendOwner {
     let graceful = false;
     try {
       outer: for (;;) {
-        while (r.next()) {
+        messages: while (r.next()) {
           if (this.#closing) break outer;
           const t = r.type;
           if (CLIENT_TYPES[t] !== 1) {
             throw protocolError(`invalid frontend message type ${describeType(t)}`);
           }
-          if (this.#retrying !== null) await this.#retrying;
+          // (A retry's new connection may fail too, and its retry start meanwhile.)
+          while (this.#retrying !== null) await this.#retrying;
           if (this.#clientSkip) {
             if (t === Frontend.sync) {
               this.#clientSkip = false;
@@ -517,6 +529,16 @@ export class Session implements BackendOwner {
               if (this.#closing) break outer;
               continue;
             }
+            // While this session waited to run again, the connection it got may have failed
+            // before anything was sent on it: it was dropped, and another one is needed.
+            while (this.#backend === null) {
+              if (this.#closing) break outer;
+              if (this.#dirty !== null) await this.#flushBackend();
+              if (!this.#acquireNow() && !(await this.#acquire(t))) {
+                if (this.#closing) break outer;
+                continue messages;
+              }
+            }
           }
           this.#handle(r);
         }
@@ -547,11 +569,14 @@ export class Session implements BackendOwner {
     await b.out.flush();
   }
 
-  /** Takes an idle backend of a fixed pool without waiting; false when that needs a wait. */
+  /** Takes an idle backend without waiting; false when that needs a wait. */
   #acquireNow(): boolean {
-    const fixed = this.#source.retry === undefined ? this.#pool : null;
-    const b = fixed !== null ? fixed.tryAcquire(this.#settingsKey, this.admin) : null;
+    const source = this.#source;
+    const p = source.retry === undefined ? this.#pool : source.poolNow?.() ?? null;
+    if (p === null) return false;
+    const b = p.tryAcquire(this.#settingsKey, this.admin);
     if (b === null) return false;
+    this.#pool = p;
     this.#took(b);
     return true;
   }
@@ -599,15 +624,15 @@ export class Session implements BackendOwner {
   }
 
   async #acquireRetrying(type: number): Promise<boolean> {
-    let b: BackendConn;
     try {
-      b = await this.#borrow(this.#settingsKey, null);
+      return await this.#borrow(this.#settingsKey, null, undefined, this.#adoptFn);
     } catch (err) {
       this.#acquireFailed(TesseraError.from(err), type);
       return false;
     }
-    return this.#adopt(b);
   }
+
+  #adoptFn = (b: BackendConn): boolean => this.#adopt(b);
 
   #took(b: BackendConn): void {
     this.#take(b, this.#settings);
@@ -621,13 +646,16 @@ export class Session implements BackendOwner {
 
   /**
    * Borrows a backend from the source's pool (from `pool` when given), trying again on a fresh
-   * pool while the source allows it. Sets the session's current pool.
+   * pool while the source allows it, and hands it to `use` at once: a backend that closed while
+   * its lending reached this session is never used (the session would wait for its replies
+   * forever), and none can close between the check and `use`. Sets the session's current pool.
    */
-  async #borrow(
+  async #borrow<R>(
     key: string,
     pool: Pool | null,
-    failed?: { pool: Pool; error: unknown },
-  ): Promise<BackendConn> {
+    failed: { pool: Pool; error: unknown } | undefined,
+    use: (b: BackendConn) => R,
+  ): Promise<R> {
     let attempt = 0;
     for (;;) {
       if (failed !== undefined) {
@@ -651,7 +679,7 @@ export class Session implements BackendOwner {
       }
       if (!b.closed) {
         this.#pool = p;
-        return b;
+        return use(b);
       }
       // Closed while the lending reached this session: its messages would be written nowhere.
       p.discard(b);
@@ -769,6 +797,21 @@ export class Session implements BackendOwner {
    * sent on it and send the transaction's messages again on another connection.
    */
   #retryTransaction(b: BackendConn, error: unknown): void {
+    if (this.#replay!.length === 0) {
+      // Nothing of the transaction was sent on it yet: the client loop takes another connection
+      // when it sends the transaction's first message.
+      this.#replay = null;
+      this.#backend = null;
+      if (this.#dirty === b) this.#dirty = null;
+      this.#undoQueue(b);
+      b.owner = null;
+      this.#pool!.discard(b);
+      this.#host.log.info("a pooled connection failed before its transaction started", {
+        session: this.pid,
+        error,
+      });
+      return;
+    }
     const frames = this.#replay!;
     this.#replay = null;
     // What was forwarded carries no result (else there would be no retry): the client gets it
@@ -816,24 +859,24 @@ export class Session implements BackendOwner {
   }
 
   async #resend(pool: Pool, error: unknown, frames: Uint8Array[]): Promise<void> {
-    let b: BackendConn;
     try {
-      b = await this.#borrow(this.#settingsKey, null, { pool, error });
+      // The borrow settles once what `use` returns (the write to the new backend) has.
+      await this.#borrow(this.#settingsKey, null, { pool, error }, (b) => {
+        if (this.#clientGone || this.#closing) {
+          this.#pool!.release(b);
+          return undefined;
+        }
+        this.#take(b, this.#settings);
+        this.#replay = [];
+        this.#replayBytes = 0;
+        for (const raw of frames) this.#handle(frameOf(raw));
+        this.#dirty = null;
+        return b.out.flush();
+      });
     } catch (err) {
       if (this.#clientGone || this.#closing) return;
       this.#failFrames(TesseraError.from(err), frames);
-      return;
     }
-    if (this.#clientGone || this.#closing) {
-      this.#pool!.release(b);
-      return;
-    }
-    this.#take(b, this.#settings);
-    this.#replay = [];
-    this.#replayBytes = 0;
-    for (const raw of frames) this.#handle(frameOf(raw));
-    this.#dirty = null;
-    await b.out.flush();
   }
 
   /** A transaction that could not be started anywhere: the client gets the error. */
