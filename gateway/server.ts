@@ -226,6 +226,8 @@ interface PoolEntry {
   pool: Pool;
   endpoint: PoolerEndpoint;
   lastUsedAt: number;
+  /** Set when the entry was dropped (its pool closed after long unused). */
+  dropped: boolean;
 }
 
 /** A session's source of pools: the resolver's pooler for its target, per transaction. */
@@ -246,10 +248,24 @@ class ResolvedPools implements PoolSource {
     return this.#server.poolFor(endpoint, this.#user, this.#target.keyspace);
   }
 
+  /** The last endpoint {@linkcode poolNow} saw, and its pool's entry. */
+  #endpoint: PoolerEndpoint | null = null;
+  #entry: PoolEntry | null = null;
+
   poolNow(): Pool | null {
     const s = this.#server;
     const endpoint = s.resolver.resolveNow?.(this.#target) ?? null;
-    return endpoint === null ? null : s.poolFor(endpoint, this.#user, this.#target.keyspace);
+    if (endpoint === null) return null;
+    const e = this.#entry;
+    // The resolver hands out the same endpoint object while its view is unchanged: the pool is
+    // then the one found last time (no key to build, no map to search).
+    if (e !== null && endpoint === this.#endpoint && !e.dropped) {
+      e.lastUsedAt = s.clock;
+      return e.pool;
+    }
+    this.#endpoint = endpoint;
+    this.#entry = s.entryFor(endpoint, this.#user, this.#target.keyspace);
+    return this.#entry.pool;
   }
 
   async retry(pool: Pool, error: unknown, attempt: number): Promise<boolean> {
@@ -510,20 +526,29 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
 
   /** The pool of connections to `endpoint` for `user` on `keyspace`, created on demand. */
   poolFor(endpoint: PoolerEndpoint, user: string, keyspace: string): Pool {
+    return this.entryFor(endpoint, user, keyspace).pool;
+  }
+
+  /** Milliseconds since the epoch, as of the last maintenance tick (twice a second). */
+  clock = Date.now();
+
+  /** The pool entry for `user` on `keyspace` at `endpoint`'s pooler (made on first use). */
+  entryFor(endpoint: PoolerEndpoint, user: string, keyspace: string): PoolEntry {
     const key = `${endpoint.address}\0${user}\0${keyspace}`;
     let entry = this.#pools.get(key);
+    const now = Date.now();
     if (entry === undefined) {
       const target = this.#poolerTarget(endpoint);
       const pool = new Pool(user, keyspace, target, this.#poolSettings, this.log);
-      entry = { pool, endpoint, lastUsedAt: Date.now() };
+      entry = { pool, endpoint, lastUsedAt: now, dropped: false };
       this.#pools.set(key, entry);
       this.#poolEndpoints.set(pool, endpoint);
     } else {
       entry.endpoint = endpoint;
-      entry.lastUsedAt = Date.now();
+      entry.lastUsedAt = now;
       this.#poolEndpoints.set(entry.pool, endpoint);
     }
-    return entry.pool;
+    return entry;
   }
 
   #poolerTarget(endpoint: PoolerEndpoint): BackendTarget {
@@ -630,7 +655,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
   }
 
   #maintain(): void {
-    const now = Date.now();
+    const now = this.clock = Date.now();
     for (const [key, entry] of this.#pools) {
       const pool = entry.pool;
       pool.maintain(now);
@@ -641,6 +666,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
         now - entry.lastUsedAt > 600_000
       ) {
         this.#pools.delete(key);
+        entry.dropped = true;
         this.#track(pool.close());
       }
     }

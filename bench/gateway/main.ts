@@ -57,6 +57,8 @@ const USAGE = `Usage: deno run -A bench/gateway/main.ts [options]
   --rounds N            run the targets N times, alternating, per workload and client
                         count (default 1); the verdict uses the mean TPS of the rounds
   --scale N             pgbench -i scale factor (default 10)
+  --warmup S            seconds of unrecorded select-only load on each target before the
+                        measured runs (default 5; 0: none)
   --targets LIST        direct,pgbouncer,gateway (default all three)
   --workloads LIST      select-only,tpcb-like (default both)
   --threads N           pgbench -j (default 2)
@@ -70,6 +72,7 @@ interface Options {
   gatewayPool: number | undefined;
   poolerChannel: "mux" | "direct";
   rounds: number;
+  warmupS: number;
   scale: number;
   targets: Target[];
   workloads: PgbenchWorkload[];
@@ -113,6 +116,7 @@ function parseOptions(args: string[]): Options | undefined {
       "gateway-pool": { type: "string" },
       "pooler-channel": { type: "string", default: "mux" },
       rounds: { type: "string", default: "1" },
+      warmup: { type: "string", default: "5" },
       scale: { type: "string", default: "10" },
       targets: { type: "string", default: TARGETS.join(",") },
       workloads: { type: "string", default: WORKLOADS.join(",") },
@@ -133,6 +137,7 @@ function parseOptions(args: string[]): Options | undefined {
       : positiveInt("gateway-pool", values["gateway-pool"]),
     poolerChannel: poolerChannel(values["pooler-channel"]),
     rounds: positiveInt("rounds", values.rounds),
+    warmupS: values.warmup === "0" ? 0 : positiveInt("warmup", values.warmup),
     scale: positiveInt("scale", values.scale),
     targets: list("targets", values.targets, TARGETS),
     workloads: list("workloads", values.workloads, WORKLOADS),
@@ -542,6 +547,31 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     log(`${total} pgbench runs, about ${Math.ceil((total * (o.durationS + 4)) / 60)} min`);
     const postmasterPid = (await pg.instance.status()).pid;
     const meter = new CpuMeter(() => [Deno.pid, postmasterPid]);
+    // Every process on the path (the gateway's and the pooler's JIT, their pools, PgBouncer's
+    // pool, Postgres's caches) starts its measured runs warm.
+    for (const target of o.warmupS > 0 ? targets : []) {
+      signal.throwIfAborted();
+      const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-warmup-" });
+      const warm = await runPgbench({
+        pgbench,
+        host: HOST,
+        port: portOf[target]!,
+        user: USER,
+        database: KEYSPACE,
+        password: PASSWORD,
+        workload: "select-only",
+        protocol: "simple",
+        clients: Math.max(...o.clients),
+        threads: o.threads,
+        durationS: o.warmupS,
+        logDir,
+        signal,
+      });
+      await Deno.remove(logDir, { recursive: true });
+      log(
+        `warm-up on ${target}: ${fixed(warm.report.tps, 0)} tps for ${o.warmupS} s (not recorded)`,
+      );
+    }
     let n = 0;
     for (const workload of o.workloads) {
       for (const clients of o.clients) {
