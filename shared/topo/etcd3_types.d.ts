@@ -38,7 +38,11 @@ export interface IBackoff {
 export interface IOptions {
   hosts: string[] | string;
   defaultCallOptions?: CallOptions | ((context: CallContext) => CallOptions);
-  faultHandling?: { watchBackoff?: IBackoff };
+  faultHandling?: {
+    watchBackoff?: IBackoff;
+    /** The policy guarding each host's calls (a cockatiel policy; a circuit breaker by default). */
+    host?: (hostname: string) => object;
+  };
   dialTimeout?: number;
 }
 

@@ -33,6 +33,7 @@ import {
   type Lock,
   type Watcher,
 } from "./etcd3.ts";
+import { circuitBreaker, ConsecutiveBreaker, handleWhen, noop } from "cockatiel";
 import { SqlState, TesseraError } from "../errors/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type {
@@ -108,7 +109,9 @@ function isConnectionError(err: unknown): boolean {
     err instanceof GRPCUnavailableError ||
     err instanceof GRPCDeadlineExceededError ||
     err instanceof ClientClosedError ||
-    // cockatiel's errors when the per-host circuit breaker is open or a retry was abandoned
+    // cockatiel's errors when the per-host circuit breaker is open or a retry was abandoned (they
+    // carry a marker, not a name of their own)
+    "isBrokenCircuitError" in err || "isTaskCancelledError" in err ||
     err.name === "BrokenCircuitError" || err.name === "TaskCancelledError";
 }
 
@@ -802,7 +805,21 @@ export class EtcdBackend implements TopoBackend {
       // elections; streams (watches, keepalives) have none.
       defaultCallOptions: (context) =>
         context.isStream ? {} : { deadline: Date.now() + callTimeoutMs },
-      faultHandling: { watchBackoff: new WatchReconnectBackoff(-1, this.#closing) },
+      faultHandling: {
+        watchBackoff: new WatchReconnectBackoff(-1, this.#closing),
+        // etcd3 guards each host with a circuit breaker that, after three failed calls, fails
+        // every call at once for five seconds: it lets the retries pick another host. With one
+        // host there is no other to pick, and a blip (a slow fsync, etcd starting) would fail
+        // everything for five seconds, so a single endpoint gets no breaker; with several, it
+        // re-tries a host after one second.
+        host: () =>
+          options.endpoints.length > 1
+            ? circuitBreaker(handleWhen(isRecoverableError), {
+              halfOpenAfter: 1000,
+              breaker: new ConsecutiveBreaker(3),
+            })
+            : noop,
+      },
     });
   }
 

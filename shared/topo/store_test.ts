@@ -1,6 +1,7 @@
 import { Etcd3 } from "./etcd3.ts";
 import { SqlState, TesseraError } from "../errors/mod.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "../testing/assert.ts";
+import { startEtcd } from "../proc/mod.ts";
 import { CHECK_TIMERS, collect, eventually, memoryLogger, withEtcd } from "./_test_utils.ts";
 import { type RecordEvent, type ShardRecord, TopoClient } from "./mod.ts";
 
@@ -373,3 +374,46 @@ Deno.test("an unreachable etcd gives a 08006 error naming the endpoint, within t
     }
   });
 });
+
+Deno.test(
+  "with one etcd endpoint, failed calls trip no circuit breaker: each gets 08006, and the first call after etcd is back works",
+  { sanitizeOps: false },
+  async () => {
+    const { logger } = memoryLogger();
+    const dir = await Deno.makeTempDir({ prefix: "tessera-topo-test-" });
+    const etcdOptions = {
+      dataDir: dir,
+      clientPort: CLIENT_PORT,
+      peerPort: PEER_PORT,
+      logger: memoryLogger("proc").logger,
+    };
+    let etcd = await startEtcd(etcdOptions);
+    try {
+      const topo = await TopoClient.connect({
+        endpoints: etcd.endpoint,
+        logger,
+        callTimeoutMs: 1500,
+      });
+      try {
+        await topo.global.keyspaces.put(["app"], { name: "app", sharded: false });
+        await etcd.kill();
+        // etcd3's default breaker opens after three failures and then refuses every call for 5 s.
+        for (let i = 0; i < 5; i++) {
+          const err = await assertRejects(() => topo.global.keyspaces.get("app"), TesseraError);
+          assertEquals(err.code, SqlState.connectionFailure, err.message);
+          assert(!err.message.includes("circuit breaker"), err.message);
+        }
+        etcd = await startEtcd(etcdOptions);
+        assertEquals((await topo.global.keyspaces.get("app"))?.value, {
+          name: "app",
+          sharded: false,
+        });
+      } finally {
+        await topo.close();
+      }
+    } finally {
+      await etcd.kill();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
