@@ -547,27 +547,39 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     log(`${total} pgbench runs, about ${Math.ceil((total * (o.durationS + 4)) / 60)} min`);
     const postmasterPid = (await pg.instance.status()).pid;
     const meter = new CpuMeter(() => [Deno.pid, postmasterPid]);
+    /** pgbench against `target`, its per-transaction logs in a fresh folder removed after. */
+    const pgbenchOn = async (
+      target: Target,
+      workload: PgbenchWorkload,
+      clients: number,
+      durationS: number,
+    ) => {
+      const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-log-" });
+      try {
+        return await runPgbench({
+          pgbench,
+          host: HOST,
+          port: portOf[target]!,
+          user: USER,
+          database: KEYSPACE,
+          password: PASSWORD,
+          workload,
+          protocol: "simple",
+          clients,
+          threads: o.threads,
+          durationS,
+          logDir,
+          signal,
+        });
+      } finally {
+        await Deno.remove(logDir, { recursive: true });
+      }
+    };
     // Every process on the path (the gateway's and the pooler's JIT, their pools, PgBouncer's
     // pool, Postgres's caches) starts its measured runs warm.
     for (const target of o.warmupS > 0 ? targets : []) {
       signal.throwIfAborted();
-      const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-warmup-" });
-      const warm = await runPgbench({
-        pgbench,
-        host: HOST,
-        port: portOf[target]!,
-        user: USER,
-        database: KEYSPACE,
-        password: PASSWORD,
-        workload: "select-only",
-        protocol: "simple",
-        clients: Math.max(...o.clients),
-        threads: o.threads,
-        durationS: o.warmupS,
-        logDir,
-        signal,
-      });
-      await Deno.remove(logDir, { recursive: true });
+      const warm = await pgbenchOn(target, "select-only", Math.max(...o.clients), o.warmupS);
       log(
         `warm-up on ${target}: ${fixed(warm.report.tps, 0)} tps for ${o.warmupS} s (not recorded)`,
       );
@@ -586,29 +598,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
             "TRUNCATE pgbench_history",
             "CHECKPOINT",
           ]);
-          const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-log-" });
           const gwBefore = gatewayPid === undefined ? Number.NaN : processTicks(gatewayPid);
           const plBefore = poolerPid === undefined ? Number.NaN : processTicks(poolerPid);
           const t0 = performance.now();
           meter.start();
-          const result = await runPgbench({
-            pgbench,
-            host: HOST,
-            port: portOf[target]!,
-            user: USER,
-            database: KEYSPACE,
-            password: PASSWORD,
-            workload,
-            protocol: "simple",
-            clients,
-            threads: o.threads,
-            durationS: o.durationS,
-            logDir,
-            signal,
-          });
+          const result = await pgbenchOn(target, workload, clients, o.durationS);
           const cpu = meter.stop();
           const elapsedS = (performance.now() - t0) / 1000;
-          await Deno.remove(logDir, { recursive: true });
           const row = rowFromResult({ workload, clients, target, round }, result, cpu);
           if (target === "gateway") {
             // Ticks are 1/100 s: ticks / seconds = percent of one core.
