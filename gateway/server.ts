@@ -248,8 +248,7 @@ class ResolvedPools implements PoolSource {
     return this.#server.poolFor(endpoint, this.#user, this.#target.keyspace);
   }
 
-  /** The last endpoint {@linkcode poolNow} saw, and its pool's entry. */
-  #endpoint: PoolerEndpoint | null = null;
+  /** The pool entry {@linkcode poolNow} found last. */
   #entry: PoolEntry | null = null;
 
   poolNow(): Pool | null {
@@ -259,11 +258,10 @@ class ResolvedPools implements PoolSource {
     const e = this.#entry;
     // The resolver hands out the same endpoint object while its view is unchanged: the pool is
     // then the one found last time (no key to build, no map to search).
-    if (e !== null && endpoint === this.#endpoint && !e.dropped) {
+    if (e !== null && endpoint === e.endpoint && !e.dropped) {
       e.lastUsedAt = s.clock;
       return e.pool;
     }
-    this.#endpoint = endpoint;
     this.#entry = s.entryFor(endpoint, this.#user, this.#target.keyspace);
     return this.#entry.pool;
   }
