@@ -38,6 +38,7 @@ export const gatewayConfigSchema = z.object({
   replicaFallback: z.boolean().default(false),
   poolerPassword: z.string().optional(),
   poolerChannel: z.enum(["mux", "direct"]).default("mux"),
+  deferBegin: z.enum(["on", "off"]).default("on"),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 }).superRefine((c, ctx) => {
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
@@ -163,6 +164,12 @@ export const gatewayConfigSpec: ConfigSpec<typeof gatewayConfigSchema> = {
       env: "GATEWAY_POOLER_CHANNEL",
       description:
         "mux: every session to a pooler rides one multiplexed connection; direct: a TCP connection per pooled connection (default mux)",
+    },
+    deferBegin: {
+      flag: "defer-begin",
+      env: "GATEWAY_DEFER_BEGIN",
+      description:
+        "on: a plain BEGIN is answered at once and sent with the transaction's first statement; off: sent when received (default on)",
     },
     logLevel: {
       flag: "log-level",

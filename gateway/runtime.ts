@@ -93,6 +93,7 @@ export async function runGateway(
       retryWindowMs: Math.round(config.bufferWindow * 1000),
       ...(config.poolerPassword !== undefined ? { poolerPassword: config.poolerPassword } : {}),
       poolerChannel: config.poolerChannel,
+      deferBegin: config.deferBegin === "on",
       logger,
       sharding: resolver,
       maxResultBytes: config.maxResultBytes,

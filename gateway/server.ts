@@ -82,6 +82,12 @@ export interface GatewayOptions {
    * session; the default); `direct` opens a TCP connection per pooled connection.
    */
   poolerChannel?: "mux" | "direct";
+  /**
+   * Answer a plain BEGIN at once and send it with the transaction's first statement (a round
+   * trip saved, no backend held between the two); true by default. Off: every BEGIN goes to
+   * Postgres when the client sends it.
+   */
+  deferBegin?: boolean;
   /** Time allowed for a client's startup phase; 10000 by default. */
   startupTimeoutMs?: number;
   /**
@@ -284,6 +290,7 @@ class ResolvedPools implements PoolSource {
 class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
   readonly log: Logger;
   readonly preparedCacheSize = 256;
+  readonly deferBegin: boolean;
   readonly addresses: Deno.NetAddr[] = [];
   readonly resolver: TargetResolver;
   readonly retryWindowMs: number;
@@ -341,6 +348,7 @@ class GatewayServerImpl implements GatewayServer, SessionHost, ShardedHost {
       1,
     );
     this.#maxPerUser = checkCount(options.maxConnectionsPerUser ?? 0, "maxConnectionsPerUser", 0);
+    this.deferBegin = options.deferBegin ?? true;
     this.retryWindowMs = checkCount(options.retryWindowMs ?? 10_000, "retryWindowMs", 0);
     this.maxResultBytes = checkCount(
       options.maxResultBytes ?? 128 * 1024 * 1024,

@@ -35,6 +35,7 @@ export const poolerConfigSchema = z.object({
   maxLifetime: nonNegativeIntSchema.default(3600),
   queueTimeout: nonNegativeIntSchema.default(30),
   preparedCacheSize: positiveIntSchema.default(256),
+  deferBegin: z.enum(["on", "off"]).default("on"),
   drainTimeout: nonNegativeIntSchema.default(30),
   io: z.enum(["auto", "fast", "deno"]).default("auto"),
   auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
@@ -184,6 +185,12 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       flag: "prepared-cache-size",
       env: "POOLER_PREPARED_CACHE_SIZE",
       description: "prepared statements kept per backend (default 256)",
+    },
+    deferBegin: {
+      flag: "defer-begin",
+      env: "POOLER_DEFER_BEGIN",
+      description:
+        "on: a plain BEGIN is answered at once and sent with the transaction's first statement; off: sent when received (default on)",
     },
     drainTimeout: {
       flag: "drain-timeout",

@@ -99,6 +99,7 @@ export async function runPooler(
       maxLifetimeMs: config.maxLifetime * 1000,
       queueTimeoutMs: config.queueTimeout * 1000,
       preparedStatementCacheSize: config.preparedCacheSize,
+      deferBegin: config.deferBegin === "on",
       drainTimeoutMs: config.drainTimeout * 1000,
       auth,
       ...(tls !== undefined ? { tls } : {}),

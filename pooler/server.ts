@@ -81,6 +81,12 @@ export interface PoolerOptions {
   healthCheckTimeoutMs?: number;
   /** Prepared statements kept per backend (LRU); 256 by default. */
   preparedStatementCacheSize?: number;
+  /**
+   * Answer a plain BEGIN at once and send it with the transaction's first statement (a round
+   * trip saved, no backend held between the two); true by default. Off: every BEGIN goes to
+   * Postgres when the client sends it.
+   */
+  deferBegin?: boolean;
   /** How clients authenticate; trust for everyone when not given. */
   auth?: FrontendAuth;
   /** TLS for clients that ask for it (SSLRequest); refused (`N`) when not given. */
@@ -189,6 +195,7 @@ export async function startPooler(options: PoolerOptions): Promise<PoolerServer>
 class PoolerServerImpl implements PoolerServer, SessionHost {
   readonly log: Logger;
   readonly preparedCacheSize: number;
+  readonly deferBegin: boolean;
   readonly addresses: Deno.Addr[] = [];
 
   #options: PoolerOptions;
@@ -244,6 +251,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         `'minPoolSize' must not exceed 'poolSize' (${poolSize}): received ${this.#poolSettings.minPoolSize}`,
       );
     }
+    this.deferBegin = options.deferBegin ?? true;
     this.preparedCacheSize = checkCount(
       options.preparedStatementCacheSize ?? 256,
       "preparedStatementCacheSize",

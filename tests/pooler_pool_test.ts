@@ -54,6 +54,12 @@ async function direct(db: TestPostgres, sql: string): Promise<string | null> {
   }
 }
 
+/** Opens a transaction that holds a backend (a BEGIN alone takes none: it is deferred). */
+async function hold(c: PgClient): Promise<void> {
+  await c.query("begin");
+  await c.query("select 1");
+}
+
 const BACKENDS_SQL =
   "select count(*) from pg_stat_activity where backend_type = 'client backend' " +
   "and pid <> pg_backend_pid()";
@@ -115,7 +121,7 @@ Deno.test({
       const [r] = await a.query("select 2");
       assertEquals(r!.rows[0]![0], "2");
       // In use: the client learns that its session is gone, others carry on.
-      await a.query("begin");
+      await hold(a);
       await direct(
         db,
         "select count(pg_terminate_backend(pid)) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
@@ -150,12 +156,12 @@ Deno.test({
       async (pooler, db) => {
         await direct(db, "create role app login");
         const apps = [await connect("app"), await connect("app")];
-        await apps[0]!.query("begin");
+        await hold(apps[0]!);
         const err = await assertRejects(() => apps[1]!.query("select 1"), TesseraError);
         assertEquals(err.code, "53300");
         const admins = [await connect(), await connect()];
-        await admins[0]!.query("begin");
-        await admins[1]!.query("begin"); // the reserve
+        await hold(admins[0]!);
+        await hold(admins[1]!); // the reserve
         // The limit of four clients: the fifth is refused.
         const sixth = await assertRejects(() => connect(), TesseraError);
         assertEquals(sixth.code, "53300");

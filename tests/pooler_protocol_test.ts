@@ -266,6 +266,7 @@ Deno.test({
       const a = await PgClient.connect(target);
       const b = await PgClient.connect(target);
       await a.query("begin");
+      await a.query("select 1"); // holds the only backend (BEGIN alone is deferred)
       const err = await assertRejects(() => b.query("select 1"), TesseraError);
       assertEquals(err.code, "53300");
       assert(err.message.includes("waited") && err.message.includes("1 connections"), err.message);

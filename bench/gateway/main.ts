@@ -36,7 +36,7 @@ import { startEtcd } from "../../shared/proc/mod.ts";
 import { TopoClient } from "../../shared/topo/mod.ts";
 import { Logger } from "../../shared/log/mod.ts";
 
-const TARGETS = ["direct", "pgbouncer", "gateway"] as const;
+const TARGETS = ["direct", "pgbouncer", "gateway", "relay"] as const;
 type Target = typeof TARGETS[number];
 const WORKLOADS = ["select-only", "tpcb-like"] as const;
 const USER = "postgres";
@@ -59,10 +59,12 @@ const USAGE = `Usage: deno run -A bench/gateway/main.ts [options]
   --scale N             pgbench -i scale factor (default 10)
   --warmup S            seconds of unrecorded select-only load on each target before the
                         measured runs (default 5; 0: none)
-  --targets LIST        direct,pgbouncer,gateway (default all three)
+  --targets LIST        direct,pgbouncer,gateway,relay (default all four); relay is a
+                        byte relay in Deno with the gateway's permissions in front of
+                        PgBouncer: the floor any such hop pays
   --workloads LIST      select-only,tpcb-like (default both)
   --threads N           pgbench -j (default 2)
-  --port-base N         first of eight ports used (default 14000; all must stay in 14000-14099)
+  --port-base N         first of nine ports used (default 14000; all must stay in 14000-14099)
   --help                this text`;
 
 interface Options {
@@ -161,7 +163,7 @@ interface RunRow {
   errors: string[];
   ourCpuPct: number;
   otherCpuPct: number;
-  /** CPU of the gateway process, percent of one core (gateway runs only). */
+  /** CPU of the gateway process (gateway runs) or the relay (relay runs), percent of one core. */
   gatewayCorePct?: number;
   /** CPU of the pooler process, percent of one core (gateway runs only). */
   poolerCorePct?: number;
@@ -267,7 +269,7 @@ function throughputTable(rows: RunRow[]): Table {
       "failed",
       "aborted",
       "vs PgBouncer",
-      "gw CPU %",
+      "hop CPU %",
       "pooler CPU %",
       "other CPU %",
     ],
@@ -326,6 +328,23 @@ function summary(rows: RunRow[], opts: Options): string[] {
         `; target ≥ 0.80×: ${r >= 0.8 ? "met" : "NOT met"})${perRound}` +
         (failed === 0 && aborted === 0 ? "" : `, with ${failed} failed / ${aborted} aborted`),
     );
+    // CPU per transaction, in µs: percent of a core / 100 / TPS.
+    const usPerTx = (rs: RunRow[], f: (r: RunRow) => number | undefined) =>
+      fixed(mean(rs, (r) => (f(r) ?? Number.NaN) * 1e4 / r.tps), 1);
+    lines.push(
+      `${workload}, 50 clients: CPU per transaction: gateway ${
+        usPerTx(gateway, (r) => r.gatewayCorePct)
+      } µs + pooler ${usPerTx(gateway, (r) => r.poolerCorePct)} µs`,
+    );
+    const relay = find("relay");
+    if (relay.length > 0) {
+      const rr = mean(relay, (r) => r.tps) / pbTps;
+      lines.push(
+        `${workload}, 50 clients: byte relay (Deno, network permission only) in front of ` +
+          `PgBouncer ${fixed(mean(relay, (r) => r.tps), 0)} tps = ${ratio(rr)} PgBouncer; ` +
+          `relay CPU ${usPerTx(relay, (r) => r.gatewayCorePct)} µs per transaction`,
+      );
+    }
   }
   return lines;
 }
@@ -353,11 +372,12 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     gateway: o.portBase + 5,
     gatewayHttp: o.portBase + 6,
     pgbouncer: o.portBase + 7,
+    relay: o.portBase + 8,
   };
   for (const port of Object.values(ports)) assertPortFree(port, HOST);
   const pgbench = findPgbench(findPgBindir());
   findBinary("psql", { debianPackage: "postgresql-client", dirs: [findPgBindir()] });
-  const wantsBouncer = o.targets.includes("pgbouncer");
+  const wantsBouncer = o.targets.includes("pgbouncer") || o.targets.includes("relay");
   const pgbouncer = wantsBouncer ? findPgbouncer() : undefined;
 
   const controller = new AbortController();
@@ -426,6 +446,23 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       cleanup.push("pgbouncer", () => bouncer.stop());
       bouncerPort = bouncer.port;
       log(`pgbouncer pid ${bouncer.pid} on port ${bouncer.port}`);
+    }
+
+    let relayPid: number | undefined;
+    if (o.targets.includes("relay")) {
+      const relay = await startTask(
+        "bench-relay",
+        ["--listen", `${HOST}:${ports.relay}`, "--upstream", `${HOST}:${bouncerPort}`],
+        `${workDir}/relay.log`,
+        { ownSession: true },
+      );
+      cleanup.push("relay", async () => {
+        await stopChild(relay.child, "SIGTERM", 10_000);
+        await relay.stop();
+      });
+      relayPid = relay.child.pid;
+      await waitForPsql("relay", ports.relay, relay, 30_000, signal);
+      log(`relay pid ${relayPid} on port ${ports.relay}, in front of PgBouncer`);
     }
 
     let gatewayPid: number | undefined;
@@ -541,6 +578,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       direct: pg.port,
       pgbouncer: bouncerPort,
       gateway: gatewayPid === undefined ? undefined : ports.gateway,
+      relay: relayPid === undefined ? undefined : ports.relay,
     };
     const targets = o.targets.filter((t) => portOf[t] !== undefined);
     const total = o.workloads.length * o.clients.length * targets.length * o.rounds;
@@ -598,7 +636,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
             "TRUNCATE pgbench_history",
             "CHECKPOINT",
           ]);
-          const gwBefore = gatewayPid === undefined ? Number.NaN : processTicks(gatewayPid);
+          const hopPid = target === "relay" ? relayPid : gatewayPid;
+          const gwBefore = hopPid === undefined ? Number.NaN : processTicks(hopPid);
           const plBefore = poolerPid === undefined ? Number.NaN : processTicks(poolerPid);
           const t0 = performance.now();
           meter.start();
@@ -606,9 +645,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
           const cpu = meter.stop();
           const elapsedS = (performance.now() - t0) / 1000;
           const row = rowFromResult({ workload, clients, target, round }, result, cpu);
+          // Ticks are 1/100 s: ticks / seconds = percent of one core.
+          if (target === "gateway" || target === "relay") {
+            row.gatewayCorePct = (processTicks(hopPid!) - gwBefore) / elapsedS;
+          }
           if (target === "gateway") {
-            // Ticks are 1/100 s: ticks / seconds = percent of one core.
-            row.gatewayCorePct = (processTicks(gatewayPid!) - gwBefore) / elapsedS;
             row.poolerCorePct = (processTicks(poolerPid!) - plBefore) / elapsedS;
           }
           runs.push(row);
@@ -628,8 +669,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     console.log(
       "\nTPS: pgbench's, without initial connection time. mean/p99: from pgbench's " +
         "per-transaction logs. vs PgBouncer: TPS over PgBouncer's at the same workload and " +
-        "clients. gw/pooler CPU %: CPU of the gateway and pooler processes during the run, " +
-        "percent of one core. other CPU %: share of all CPUs used by processes outside this " +
+        "clients. hop/pooler CPU %: CPU of the gateway (or the relay) and of the pooler " +
+        "during the run, percent of one core. other CPU %: share of all CPUs used by processes outside this " +
         "benchmark during the run (above ~5 the row is noisy).",
     );
     console.log("\n## 50 clients: gateway path against PgBouncer\n");

@@ -36,6 +36,7 @@ import type { BackendConn, BackendOwner, Frame } from "../pool/backend.ts";
 import { FrameReader } from "../pool/frame_reader.ts";
 import { Outbox } from "../pool/outbox.ts";
 import { Pool } from "../pool/pool.ts";
+import { isDeferrableBegin } from "./begin.ts";
 import { Expect, ExpectQueue } from "./queue.ts";
 import {
   NO_SETTINGS,
@@ -70,6 +71,11 @@ export interface SessionHost {
   cancelBackend(backend: BackendConn, stillWanted?: () => boolean): void;
   /** Called when a transaction failed because its connection was lost in the middle. */
   transactionLost?(session: Session): void;
+  /**
+   * Whether a plain BEGIN outside a transaction is answered at once and sent with the
+   * transaction's first statement (see `begin.ts`); default true.
+   */
+  readonly deferBegin?: boolean;
 }
 
 /**
@@ -136,6 +142,7 @@ const I = 0x49; // ReadyForQuery idle
 /** Most bytes of a transaction's first messages kept for sending them again elsewhere. */
 const REPLAY_LIMIT = 1 << 20;
 const E = 0x45; // ReadyForQuery failed transaction
+const T = 0x54; // ReadyForQuery in a transaction block
 
 /** Message types a client may send after startup. */
 const CLIENT_TYPES = new Uint8Array(256);
@@ -218,7 +225,7 @@ interface QueryPlan {
 }
 
 interface ReplayAux {
-  what: "settings" | "evict" | "rollback" | "restore" | "sql-pin";
+  what: "settings" | "evict" | "rollback" | "restore" | "sql-pin" | "begin";
   forwardParams: boolean;
   error?: TesseraError;
 }
@@ -314,6 +321,13 @@ export class Session implements BackendOwner {
   #draining = false;
   /** The client loop waits for the client's next message. */
   #reading = false;
+  /**
+   * The client's BEGIN (a Query message), answered here and not yet sent: it goes out before the
+   * transaction's first statement, on the backend that statement gets.
+   */
+  #deferredBegin: Uint8Array | null = null;
+  /** The deferred BEGIN sent at the start of the current transaction, to send again on a retry. */
+  #replayBegin: Uint8Array | null = null;
   /** Set after the connection was lost inside a transaction block: the client must roll back. */
   #failedTxn = false;
   /** Error to report for the next statement of a failed transaction block. */
@@ -513,9 +527,10 @@ export class Session implements BackendOwner {
           if (this.#backend === null) {
             if (t === Frontend.sync) {
               // Nothing is open: answer here instead of borrowing a backend.
-              this.#ow.readyForQuery("I");
+              this.#ow.readyForQuery(this.#deferredBegin === null ? "I" : "T");
               continue;
             }
+            if (t === Frontend.query && this.#deferBegin(r)) continue;
             if (
               t === Frontend.flush || t === Frontend.copyData || t === Frontend.copyDone ||
               t === Frontend.copyFail
@@ -540,6 +555,7 @@ export class Session implements BackendOwner {
               }
             }
           }
+          if (this.#deferredBegin !== null) this.#sendBegin(this.#backend!, this.#deferredBegin);
           this.#handle(r);
         }
         this.#flushOut();
@@ -561,6 +577,30 @@ export class Session implements BackendOwner {
     this.#reading = false;
     if (this.#dirty !== null) await this.#flushBackend().catch(() => {});
     this.#clientEnded(error, graceful);
+  }
+
+  /**
+   * A BEGIN the session may answer itself (no backend held, nothing open): the client gets
+   * BEGIN's reply now, and the BEGIN goes out with the transaction's first statement.
+   */
+  #deferBegin(msg: Frame): boolean {
+    if (this.#deferredBegin !== null || this.#host.deferBegin === false) return false;
+    if (!isDeferrableBegin(msg.buf, msg.start + 5, msg.end - 1) || msg.buf[msg.end - 1] !== 0) {
+      return false;
+    }
+    this.#deferredBegin = msg.raw.slice();
+    this.#ow.commandComplete("BEGIN").readyForQuery("T");
+    return true;
+  }
+
+  /** Sends the deferred BEGIN on `b`, ahead of the transaction's first statement. */
+  #sendBegin(b: BackendConn, begin: Uint8Array): void {
+    this.#deferredBegin = null;
+    b.out.w.range(begin, 0, begin.length);
+    this.#q.push(Expect.replay, { what: "begin", forwardParams: false } as ReplayAux);
+    this.#txn = T;
+    this.#dirty = b;
+    if (this.#replay !== null) this.#replayBegin = begin;
   }
 
   async #flushBackend(): Promise<void> {
@@ -638,6 +678,7 @@ export class Session implements BackendOwner {
     this.#take(b, this.#settings);
     if (this.#source.retry !== undefined && this.#pins === 0) {
       this.#replay = [];
+      this.#replayBegin = null;
       this.#replayBytes = 0;
       this.#delivered.length = 0;
       this.#matched = 0;
@@ -813,7 +854,9 @@ export class Session implements BackendOwner {
       return;
     }
     const frames = this.#replay!;
+    const begin = this.#replayBegin;
     this.#replay = null;
+    this.#replayBegin = null;
     // What was forwarded carries no result (else there would be no retry): the client gets it
     // now, and the new connection's copies of it are dropped.
     this.#flushOut();
@@ -831,7 +874,7 @@ export class Session implements BackendOwner {
       session: this.pid,
       error,
     });
-    const retrying: Promise<void> = this.#resend(pool, error, frames).finally(() => {
+    const retrying: Promise<void> = this.#resend(pool, error, frames, begin).finally(() => {
       if (this.#retrying === retrying) this.#retrying = null;
     });
     this.#retrying = retrying;
@@ -858,7 +901,12 @@ export class Session implements BackendOwner {
     q.forEach(fn);
   }
 
-  async #resend(pool: Pool, error: unknown, frames: Uint8Array[]): Promise<void> {
+  async #resend(
+    pool: Pool,
+    error: unknown,
+    frames: Uint8Array[],
+    begin: Uint8Array | null,
+  ): Promise<void> {
     try {
       // The borrow settles once what `use` returns (the write to the new backend) has.
       await this.#borrow(this.#settingsKey, null, { pool, error }, (b) => {
@@ -869,18 +917,22 @@ export class Session implements BackendOwner {
         this.#take(b, this.#settings);
         this.#replay = [];
         this.#replayBytes = 0;
+        if (begin !== null) this.#sendBegin(b, begin);
         for (const raw of frames) this.#handle(frameOf(raw));
         this.#dirty = null;
         return b.out.flush();
       });
     } catch (err) {
       if (this.#clientGone || this.#closing) return;
-      this.#failFrames(TesseraError.from(err), frames);
+      this.#failFrames(TesseraError.from(err), frames, begin !== null);
     }
   }
 
-  /** A transaction that could not be started anywhere: the client gets the error. */
-  #failFrames(err: TesseraError, frames: Uint8Array[]): void {
+  /**
+   * A transaction that could not be started anywhere: the client gets the error (and, when its
+   * BEGIN was answered already, a failed transaction block to roll back).
+   */
+  #failFrames(err: TesseraError, frames: Uint8Array[], inBlock: boolean): void {
     this.#delivered.length = 0;
     this.#matched = 0;
     if (err.severity === "FATAL" || err.severity === "PANIC") {
@@ -899,12 +951,16 @@ export class Session implements BackendOwner {
         errorSent = true;
       }
       if (t === Frontend.query || t === Frontend.functionCall || t === Frontend.sync) {
-        w.readyForQuery("I");
+        w.readyForQuery(inBlock ? "E" : "I");
         errorSent = false;
       }
     }
     if (last !== Frontend.query && last !== Frontend.functionCall && last !== Frontend.sync) {
       this.#clientSkip = true;
+    }
+    if (inBlock) {
+      this.#failedTxn = true;
+      this.#failedError = null;
     }
     this.#flushOut();
   }
@@ -914,10 +970,18 @@ export class Session implements BackendOwner {
       this.#fatal(err);
       return;
     }
+    // After a deferred BEGIN the client is in a transaction block: the error fails the block.
+    const inBlock = this.#deferredBegin !== null;
+    if (inBlock) {
+      this.#deferredBegin = null;
+      this.#failedTxn = true;
+      this.#failedError = null;
+    }
     const w = this.#ow;
     w.errorResponse(err);
-    if (type === Frontend.query || type === Frontend.functionCall) w.readyForQuery("I");
-    else this.#clientSkip = true; // extended protocol: skip to Sync, as after any error
+    if (type === Frontend.query || type === Frontend.functionCall) {
+      w.readyForQuery(inBlock ? "E" : "I");
+    } else this.#clientSkip = true; // extended protocol: skip to Sync, as after any error
   }
 
   /** Takes `b` for this session and makes it carry `settings`. */
@@ -1709,6 +1773,8 @@ export class Session implements BackendOwner {
     } else if (msg.type === Backend.readyForQuery) {
       this.#q.shift();
       if (a.error !== undefined) this.#replayFailed(b, a);
+      // After a deferred BEGIN's reply the transaction is open, as if the client's BEGIN had
+      // reached Postgres: a connection lost from here fails it (it is not sent again).
       this.#ready(b, msg.buf[msg.start + 5]!);
     }
   }
@@ -1716,6 +1782,13 @@ export class Session implements BackendOwner {
   #replayFailed(b: BackendConn, a: ReplayAux): void {
     if (this.#establishing !== null && a.what === "settings") {
       this.#startupError = a.error!;
+    } else if (a.what === "begin") {
+      // Only a broken backend fails these forms of BEGIN (see begin.ts).
+      this.#host.log.error("a deferred BEGIN failed on a backend; it will be closed", {
+        session: this.pid,
+        backend: b.id,
+        error: a.error,
+      });
     } else {
       this.#host.log.warn("a statement of the pooler failed on a backend; it will be closed", {
         what: a.what,
@@ -1964,7 +2037,8 @@ export class Session implements BackendOwner {
    * session holds its backend then too.
    */
   get #betweenTransactions(): boolean {
-    return this.#q.size === 0 && this.#txn === I && !this.#extOpen && !this.#copyIn &&
+    return this.#q.size === 0 && this.#txn === I && this.#deferredBegin === null &&
+      !this.#extOpen && !this.#copyIn &&
       !this.#clientSkip && !this.#failedTxn && this.#retrying === null &&
       this.#establishing === null && (this.#backend === null || this.#pins !== 0);
   }
