@@ -264,8 +264,11 @@ Deno.test({
         assertEquals(r.rows[0].n, 0);
         assertEquals(r.rows[0].a, "survivor");
 
-        // A statement running when the connection goes: 08006, and the session goes on.
+        // A statement running when the connection goes: 08006, and the session goes on. (The
+        // block is open on the pooler once a statement after the deferred BEGIN has answered;
+        // a transaction whose BEGIN's reply had not come back yet would be sent again.)
         await c.query("BEGIN");
+        await c.query("SELECT 1");
         const running = c.query("SELECT pg_sleep(30)").then(() => null, (e: PgError) => e);
         await until(() => s.pooler.stats().activeClients > 0, "the statement to run");
         await s.restartPooler();
