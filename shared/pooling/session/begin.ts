@@ -87,11 +87,18 @@ function words(buf: Uint8Array, start: number, end: number): W[] | null {
 /** Whether the Query text in `buf[start, end)` is a BEGIN the session may defer. */
 export function isDeferrableBegin(buf: Uint8Array, start: number, end: number): boolean {
   if (end - start > MAX_LENGTH) return false;
-  // Cheap exit for every other statement: the first letter must be b or s.
+  // Cheap exit for every other statement: the first word must start with "begin" or "start".
   let i = start;
   while (i < end && isSpace(buf[i]!)) i++;
-  const first = (buf[i] ?? 0) | 0x20;
-  if (first !== 0x62 && first !== 0x73) return false;
+  if (i + 5 > end) return false;
+  const c0 = buf[i]! | 0x20;
+  const c1 = buf[i + 1]! | 0x20;
+  const c2 = buf[i + 2]! | 0x20;
+  const c3 = buf[i + 3]! | 0x20;
+  const c4 = buf[i + 4]! | 0x20;
+  const begin = c0 === 0x62 && c1 === 0x65 && c2 === 0x67 && c3 === 0x69 && c4 === 0x6e;
+  const startWord = c0 === 0x73 && c1 === 0x74 && c2 === 0x61 && c3 === 0x72 && c4 === 0x74;
+  if (!begin && !startWord) return false;
   const w = words(buf, i, end);
   if (w === null) return false;
   let k = 0;
