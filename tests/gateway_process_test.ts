@@ -4,6 +4,7 @@
  * real poolers.
  */
 import { GatewayService } from "../proto/gen/tessera/gateway/v1/gateway_pb.ts";
+import { PoolerService } from "../proto/gen/tessera/pooler/v1/pooler_pb.ts";
 import { parseDatabaseName, TopoTargetResolver } from "../gateway/mod.ts";
 import { poolerConfigSchema } from "../pooler/config.ts";
 import { runPooler } from "../pooler/runtime.ts";
@@ -235,6 +236,11 @@ Deno.test({
       const out = await psql(GATEWAY_PORT, "app", "select 40 + 2");
       assertEquals(out.code, 0, out.stderr);
       assertEquals(out.stdout, "42");
+      // ... over one multiplexed connection, which the pooler's Connect Status reports.
+      const poolerStatus = await createRpcClient(PoolerService, `http://127.0.0.1:${POOLER_HTTP}`)
+        .status({});
+      assertEquals(poolerStatus.multiplexed?.connections, 1);
+      assert(poolerStatus.multiplexed!.framesIn > 0n && poolerStatus.multiplexed!.writes > 0n);
       const unknown = await psql(GATEWAY_PORT, "nosuch", "select 1");
       assert(unknown.code !== 0, "an unknown keyspace is refused");
       assertStringIncludes(unknown.stderr, "nosuch");

@@ -92,6 +92,14 @@ export function registerPoolerService(
         keyspace: identity.keyspace,
         shard: identity.shard,
         type: identity.type,
+        multiplexed: {
+          connections: stats.multiplexed.connections,
+          channels: stats.multiplexed.channels,
+          writes: BigInt(stats.multiplexed.writes),
+          framesOut: BigInt(stats.multiplexed.framesOut),
+          reads: BigInt(stats.multiplexed.reads),
+          framesIn: BigInt(stats.multiplexed.framesIn),
+        },
       };
     },
     async *healthStream(req, ctx: HandlerContext) {

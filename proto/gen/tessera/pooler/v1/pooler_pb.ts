@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tessera/pooler/v1/pooler.proto.
  */
 export const file_tessera_pooler_v1_pooler: GenFile = /*@__PURE__*/
-  fileDesc("Ch50ZXNzZXJhL3Bvb2xlci92MS9wb29sZXIucHJvdG8SEXRlc3NlcmEucG9vbGVyLnYxIq0BCglQb29sU3RhdHMSDAoEdXNlchgBIAEoCRIQCghkYXRhYmFzZRgCIAEoCRIMCgRzaXplGAMgASgFEgwKBGlkbGUYBCABKAUSDgoGYWN0aXZlGAUgASgFEg8KB3dhaXRpbmcYBiABKAUSEQoJY2hlY2tvdXRzGAcgASgDEhUKDXdhaXRfdGltZW91dHMYCCABKAMSGQoRd2FpdF9taWNyb3NfdG90YWwYCSABKAMiKwoIUGluQ291bnQSDgoGcmVhc29uGAEgASgJEg8KB2NsaWVudHMYAiABKAUirwEKDVBvc3RncmVzU3RhdGUSEQoJcmVhY2hhYmxlGAEgASgIEi0KBHJvbGUYAiABKA4yHy50ZXNzZXJhLnBvb2xlci52MS5Qb3N0Z3Jlc1JvbGUSCwoDbHNuGAMgASgJEhMKC3JlY2VpdmVfbHNuGAQgASgJEhMKC2xhZ19zZWNvbmRzGAUgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAYgASgJEg0KBWVycm9yGAcgASgJIg8KDVN0YXR1c1JlcXVlc3QitQIKDlN0YXR1c1Jlc3BvbnNlEg0KBWFsaWFzGAEgASgJEg8KB2NsaWVudHMYAiABKAUSKwoFcG9vbHMYAyADKAsyHC50ZXNzZXJhLnBvb2xlci52MS5Qb29sU3RhdHMSKQoEcGlucxgEIAMoCzIbLnRlc3NlcmEucG9vbGVyLnYxLlBpbkNvdW50EjIKCHBvc3RncmVzGAUgASgLMiAudGVzc2VyYS5wb29sZXIudjEuUG9zdGdyZXNTdGF0ZRIbChNwcmVwYXJlZF9jYWNoZV9oaXRzGAYgASgDEh0KFXByZXBhcmVkX2NhY2hlX21pc3NlcxgHIAEoAxIMCgRjZWxsGAggASgJEhAKCGtleXNwYWNlGAkgASgJEg0KBXNoYXJkGAogASgJEgwKBHR5cGUYCyABKAkiKgoTSGVhbHRoU3RyZWFtUmVxdWVzdBITCgtpbnRlcnZhbF9tcxgBIAEoBSKTAQoUSGVhbHRoU3RyZWFtUmVzcG9uc2USDwoHc2VydmluZxgBIAEoCBIyCghwb3N0Z3JlcxgCIAEoCzIgLnRlc3NlcmEucG9vbGVyLnYxLlBvc3RncmVzU3RhdGUSDwoHY2xpZW50cxgDIAEoBRIPCgd3YWl0aW5nGAQgASgFEhQKDHRpbWVzdGFtcF9tcxgFIAEoAyJyCgxTdGFuZGJ5U3RhdGUSGAoQYXBwbGljYXRpb25fbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRISCgpzeW5jX3N0YXRlGAMgASgJEhEKCWZsdXNoX2xzbhgEIAEoCRISCgpyZXBsYXlfbHNuGAUgASgJIhYKFE1hbmFnZXJTdGF0dXNSZXF1ZXN0IqEDChVNYW5hZ2VyU3RhdHVzUmVzcG9uc2USDQoFYWxpYXMYASABKAkSDwoHbWFuYWdlZBgCIAEoCBITCgtpbml0aWFsaXplZBgDIAEoCBIPCgdydW5uaW5nGAQgASgIEg8KB3N0YW5kYnkYBSABKAgSFAoMcHJpbWFyeV9ob3N0GAYgASgJEhQKDHByaW1hcnlfcG9ydBgHIAEoBRIYChBwb3N0Z3Jlc19hZGRyZXNzGAggASgJEhQKDHBnY3RsZF9lcnJvchgJIAEoCRIyCghwb3N0Z3JlcxgKIAEoCzIgLnRlc3NlcmEucG9vbGVyLnYxLlBvc3RncmVzU3RhdGUSMQoIc3RhbmRieXMYCyADKAsyHy50ZXNzZXJhLnBvb2xlci52MS5TdGFuZGJ5U3RhdGUSIQoZc3luY2hyb25vdXNfc3RhbmRieV9uYW1lcxgMIAEoCRIbChN3YWxfcmVjZWl2ZXJfc3RhdHVzGA0gASgJEhsKE3dhbF9yZWNlaXZlcl9zZW5kZXIYDiABKAkSEQoJZGF0YWJhc2VzGA8gAygJIiUKFUNyZWF0ZURhdGFiYXNlUmVxdWVzdBIMCgRuYW1lGAEgASgJIhgKFkNyZWF0ZURhdGFiYXNlUmVzcG9uc2UiFAoSSW5pdFByaW1hcnlSZXF1ZXN0IiIKE0luaXRQcmltYXJ5UmVzcG9uc2USCwoDbHNuGAEgASgJIloKEkluaXRSZXBsaWNhUmVxdWVzdBIUCgxwcmltYXJ5X2hvc3QYASABKAkSFAoMcHJpbWFyeV9wb3J0GAIgASgFEhgKEHJlcGxhY2VfZXhpc3RpbmcYAyABKAgiFQoTSW5pdFJlcGxpY2FSZXNwb25zZSIWChRTdGFydFBvc3RncmVzUmVxdWVzdCIXChVTdGFydFBvc3RncmVzUmVzcG9uc2UiSQobU2V0UmVwbGljYXRpb25Tb3VyY2VSZXF1ZXN0EhQKDHByaW1hcnlfaG9zdBgBIAEoCRIUCgxwcmltYXJ5X3BvcnQYAiABKAUiHgocU2V0UmVwbGljYXRpb25Tb3VyY2VSZXNwb25zZSI5ChRTZXREdXJhYmlsaXR5UmVxdWVzdBIhChlzeW5jaHJvbm91c19zdGFuZGJ5X25hbWVzGAEgASgJIhcKFVNldER1cmFiaWxpdHlSZXNwb25zZSIQCg5Qcm9tb3RlUmVxdWVzdCIeCg9Qcm9tb3RlUmVzcG9uc2USCwoDbHNuGAEgASgJIj8KE1N0b3BQb3N0Z3Jlc1JlcXVlc3QSEQoJaW1tZWRpYXRlGAEgASgIEhUKDWRyYWluX3NlY29uZHMYAiABKAUiKAoUU3RvcFBvc3RncmVzUmVzcG9uc2USEAoIbGFzdF9sc24YASABKAkiOwoNUmV3aW5kUmVxdWVzdBIUCgxwcmltYXJ5X2hvc3QYASABKAkSFAoMcHJpbWFyeV9wb3J0GAIgASgFIhAKDlJld2luZFJlc3BvbnNlKmMKDFBvc3RncmVzUm9sZRIdChlQT1NUR1JFU19ST0xFX1VOU1BFQ0lGSUVEEAASGQoVUE9TVEdSRVNfUk9MRV9QUklNQVJZEAESGQoVUE9TVEdSRVNfUk9MRV9SRVBMSUNBEAIywQEKDVBvb2xlclNlcnZpY2USTQoGU3RhdHVzEiAudGVzc2VyYS5wb29sZXIudjEuU3RhdHVzUmVxdWVzdBohLnRlc3NlcmEucG9vbGVyLnYxLlN0YXR1c1Jlc3BvbnNlEmEKDEhlYWx0aFN0cmVhbRImLnRlc3NlcmEucG9vbGVyLnYxLkhlYWx0aFN0cmVhbVJlcXVlc3QaJy50ZXNzZXJhLnBvb2xlci52MS5IZWFsdGhTdHJlYW1SZXNwb25zZTABMuAHChRQb29sZXJNYW5hZ2VyU2VydmljZRJiCg1NYW5hZ2VyU3RhdHVzEicudGVzc2VyYS5wb29sZXIudjEuTWFuYWdlclN0YXR1c1JlcXVlc3QaKC50ZXNzZXJhLnBvb2xlci52MS5NYW5hZ2VyU3RhdHVzUmVzcG9uc2USXAoLSW5pdFByaW1hcnkSJS50ZXNzZXJhLnBvb2xlci52MS5Jbml0UHJpbWFyeVJlcXVlc3QaJi50ZXNzZXJhLnBvb2xlci52MS5Jbml0UHJpbWFyeVJlc3BvbnNlElwKC0luaXRSZXBsaWNhEiUudGVzc2VyYS5wb29sZXIudjEuSW5pdFJlcGxpY2FSZXF1ZXN0GiYudGVzc2VyYS5wb29sZXIudjEuSW5pdFJlcGxpY2FSZXNwb25zZRJiCg1TdGFydFBvc3RncmVzEicudGVzc2VyYS5wb29sZXIudjEuU3RhcnRQb3N0Z3Jlc1JlcXVlc3QaKC50ZXNzZXJhLnBvb2xlci52MS5TdGFydFBvc3RncmVzUmVzcG9uc2USdwoUU2V0UmVwbGljYXRpb25Tb3VyY2USLi50ZXNzZXJhLnBvb2xlci52MS5TZXRSZXBsaWNhdGlvblNvdXJjZVJlcXVlc3QaLy50ZXNzZXJhLnBvb2xlci52MS5TZXRSZXBsaWNhdGlvblNvdXJjZVJlc3BvbnNlEmIKDVNldER1cmFiaWxpdHkSJy50ZXNzZXJhLnBvb2xlci52MS5TZXREdXJhYmlsaXR5UmVxdWVzdBooLnRlc3NlcmEucG9vbGVyLnYxLlNldER1cmFiaWxpdHlSZXNwb25zZRJQCgdQcm9tb3RlEiEudGVzc2VyYS5wb29sZXIudjEuUHJvbW90ZVJlcXVlc3QaIi50ZXNzZXJhLnBvb2xlci52MS5Qcm9tb3RlUmVzcG9uc2USXwoMU3RvcFBvc3RncmVzEiYudGVzc2VyYS5wb29sZXIudjEuU3RvcFBvc3RncmVzUmVxdWVzdBonLnRlc3NlcmEucG9vbGVyLnYxLlN0b3BQb3N0Z3Jlc1Jlc3BvbnNlEk0KBlJld2luZBIgLnRlc3NlcmEucG9vbGVyLnYxLlJld2luZFJlcXVlc3QaIS50ZXNzZXJhLnBvb2xlci52MS5SZXdpbmRSZXNwb25zZRJlCg5DcmVhdGVEYXRhYmFzZRIoLnRlc3NlcmEucG9vbGVyLnYxLkNyZWF0ZURhdGFiYXNlUmVxdWVzdBopLnRlc3NlcmEucG9vbGVyLnYxLkNyZWF0ZURhdGFiYXNlUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch50ZXNzZXJhL3Bvb2xlci92MS9wb29sZXIucHJvdG8SEXRlc3NlcmEucG9vbGVyLnYxIq0BCglQb29sU3RhdHMSDAoEdXNlchgBIAEoCRIQCghkYXRhYmFzZRgCIAEoCRIMCgRzaXplGAMgASgFEgwKBGlkbGUYBCABKAUSDgoGYWN0aXZlGAUgASgFEg8KB3dhaXRpbmcYBiABKAUSEQoJY2hlY2tvdXRzGAcgASgDEhUKDXdhaXRfdGltZW91dHMYCCABKAMSGQoRd2FpdF9taWNyb3NfdG90YWwYCSABKAMiKwoIUGluQ291bnQSDgoGcmVhc29uGAEgASgJEg8KB2NsaWVudHMYAiABKAUirwEKDVBvc3RncmVzU3RhdGUSEQoJcmVhY2hhYmxlGAEgASgIEi0KBHJvbGUYAiABKA4yHy50ZXNzZXJhLnBvb2xlci52MS5Qb3N0Z3Jlc1JvbGUSCwoDbHNuGAMgASgJEhMKC3JlY2VpdmVfbHNuGAQgASgJEhMKC2xhZ19zZWNvbmRzGAUgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAYgASgJEg0KBWVycm9yGAcgASgJIg8KDVN0YXR1c1JlcXVlc3Qi5wIKDlN0YXR1c1Jlc3BvbnNlEg0KBWFsaWFzGAEgASgJEg8KB2NsaWVudHMYAiABKAUSKwoFcG9vbHMYAyADKAsyHC50ZXNzZXJhLnBvb2xlci52MS5Qb29sU3RhdHMSKQoEcGlucxgEIAMoCzIbLnRlc3NlcmEucG9vbGVyLnYxLlBpbkNvdW50EjIKCHBvc3RncmVzGAUgASgLMiAudGVzc2VyYS5wb29sZXIudjEuUG9zdGdyZXNTdGF0ZRIbChNwcmVwYXJlZF9jYWNoZV9oaXRzGAYgASgDEh0KFXByZXBhcmVkX2NhY2hlX21pc3NlcxgHIAEoAxIMCgRjZWxsGAggASgJEhAKCGtleXNwYWNlGAkgASgJEg0KBXNoYXJkGAogASgJEgwKBHR5cGUYCyABKAkSMAoLbXVsdGlwbGV4ZWQYDCABKAsyGy50ZXNzZXJhLnBvb2xlci52MS5NdXhTdGF0cyJ3CghNdXhTdGF0cxITCgtjb25uZWN0aW9ucxgBIAEoBRIQCghjaGFubmVscxgCIAEoBRIOCgZ3cml0ZXMYAyABKAMSEgoKZnJhbWVzX291dBgEIAEoAxINCgVyZWFkcxgFIAEoAxIRCglmcmFtZXNfaW4YBiABKAMiKgoTSGVhbHRoU3RyZWFtUmVxdWVzdBITCgtpbnRlcnZhbF9tcxgBIAEoBSKTAQoUSGVhbHRoU3RyZWFtUmVzcG9uc2USDwoHc2VydmluZxgBIAEoCBIyCghwb3N0Z3JlcxgCIAEoCzIgLnRlc3NlcmEucG9vbGVyLnYxLlBvc3RncmVzU3RhdGUSDwoHY2xpZW50cxgDIAEoBRIPCgd3YWl0aW5nGAQgASgFEhQKDHRpbWVzdGFtcF9tcxgFIAEoAyJyCgxTdGFuZGJ5U3RhdGUSGAoQYXBwbGljYXRpb25fbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRISCgpzeW5jX3N0YXRlGAMgASgJEhEKCWZsdXNoX2xzbhgEIAEoCRISCgpyZXBsYXlfbHNuGAUgASgJIhYKFE1hbmFnZXJTdGF0dXNSZXF1ZXN0IqEDChVNYW5hZ2VyU3RhdHVzUmVzcG9uc2USDQoFYWxpYXMYASABKAkSDwoHbWFuYWdlZBgCIAEoCBITCgtpbml0aWFsaXplZBgDIAEoCBIPCgdydW5uaW5nGAQgASgIEg8KB3N0YW5kYnkYBSABKAgSFAoMcHJpbWFyeV9ob3N0GAYgASgJEhQKDHByaW1hcnlfcG9ydBgHIAEoBRIYChBwb3N0Z3Jlc19hZGRyZXNzGAggASgJEhQKDHBnY3RsZF9lcnJvchgJIAEoCRIyCghwb3N0Z3JlcxgKIAEoCzIgLnRlc3NlcmEucG9vbGVyLnYxLlBvc3RncmVzU3RhdGUSMQoIc3RhbmRieXMYCyADKAsyHy50ZXNzZXJhLnBvb2xlci52MS5TdGFuZGJ5U3RhdGUSIQoZc3luY2hyb25vdXNfc3RhbmRieV9uYW1lcxgMIAEoCRIbChN3YWxfcmVjZWl2ZXJfc3RhdHVzGA0gASgJEhsKE3dhbF9yZWNlaXZlcl9zZW5kZXIYDiABKAkSEQoJZGF0YWJhc2VzGA8gAygJIiUKFUNyZWF0ZURhdGFiYXNlUmVxdWVzdBIMCgRuYW1lGAEgASgJIhgKFkNyZWF0ZURhdGFiYXNlUmVzcG9uc2UiFAoSSW5pdFByaW1hcnlSZXF1ZXN0IiIKE0luaXRQcmltYXJ5UmVzcG9uc2USCwoDbHNuGAEgASgJIloKEkluaXRSZXBsaWNhUmVxdWVzdBIUCgxwcmltYXJ5X2hvc3QYASABKAkSFAoMcHJpbWFyeV9wb3J0GAIgASgFEhgKEHJlcGxhY2VfZXhpc3RpbmcYAyABKAgiFQoTSW5pdFJlcGxpY2FSZXNwb25zZSIWChRTdGFydFBvc3RncmVzUmVxdWVzdCIXChVTdGFydFBvc3RncmVzUmVzcG9uc2UiSQobU2V0UmVwbGljYXRpb25Tb3VyY2VSZXF1ZXN0EhQKDHByaW1hcnlfaG9zdBgBIAEoCRIUCgxwcmltYXJ5X3BvcnQYAiABKAUiHgocU2V0UmVwbGljYXRpb25Tb3VyY2VSZXNwb25zZSI5ChRTZXREdXJhYmlsaXR5UmVxdWVzdBIhChlzeW5jaHJvbm91c19zdGFuZGJ5X25hbWVzGAEgASgJIhcKFVNldER1cmFiaWxpdHlSZXNwb25zZSIQCg5Qcm9tb3RlUmVxdWVzdCIeCg9Qcm9tb3RlUmVzcG9uc2USCwoDbHNuGAEgASgJIj8KE1N0b3BQb3N0Z3Jlc1JlcXVlc3QSEQoJaW1tZWRpYXRlGAEgASgIEhUKDWRyYWluX3NlY29uZHMYAiABKAUiKAoUU3RvcFBvc3RncmVzUmVzcG9uc2USEAoIbGFzdF9sc24YASABKAkiOwoNUmV3aW5kUmVxdWVzdBIUCgxwcmltYXJ5X2hvc3QYASABKAkSFAoMcHJpbWFyeV9wb3J0GAIgASgFIhAKDlJld2luZFJlc3BvbnNlKmMKDFBvc3RncmVzUm9sZRIdChlQT1NUR1JFU19ST0xFX1VOU1BFQ0lGSUVEEAASGQoVUE9TVEdSRVNfUk9MRV9QUklNQVJZEAESGQoVUE9TVEdSRVNfUk9MRV9SRVBMSUNBEAIywQEKDVBvb2xlclNlcnZpY2USTQoGU3RhdHVzEiAudGVzc2VyYS5wb29sZXIudjEuU3RhdHVzUmVxdWVzdBohLnRlc3NlcmEucG9vbGVyLnYxLlN0YXR1c1Jlc3BvbnNlEmEKDEhlYWx0aFN0cmVhbRImLnRlc3NlcmEucG9vbGVyLnYxLkhlYWx0aFN0cmVhbVJlcXVlc3QaJy50ZXNzZXJhLnBvb2xlci52MS5IZWFsdGhTdHJlYW1SZXNwb25zZTABMuAHChRQb29sZXJNYW5hZ2VyU2VydmljZRJiCg1NYW5hZ2VyU3RhdHVzEicudGVzc2VyYS5wb29sZXIudjEuTWFuYWdlclN0YXR1c1JlcXVlc3QaKC50ZXNzZXJhLnBvb2xlci52MS5NYW5hZ2VyU3RhdHVzUmVzcG9uc2USXAoLSW5pdFByaW1hcnkSJS50ZXNzZXJhLnBvb2xlci52MS5Jbml0UHJpbWFyeVJlcXVlc3QaJi50ZXNzZXJhLnBvb2xlci52MS5Jbml0UHJpbWFyeVJlc3BvbnNlElwKC0luaXRSZXBsaWNhEiUudGVzc2VyYS5wb29sZXIudjEuSW5pdFJlcGxpY2FSZXF1ZXN0GiYudGVzc2VyYS5wb29sZXIudjEuSW5pdFJlcGxpY2FSZXNwb25zZRJiCg1TdGFydFBvc3RncmVzEicudGVzc2VyYS5wb29sZXIudjEuU3RhcnRQb3N0Z3Jlc1JlcXVlc3QaKC50ZXNzZXJhLnBvb2xlci52MS5TdGFydFBvc3RncmVzUmVzcG9uc2USdwoUU2V0UmVwbGljYXRpb25Tb3VyY2USLi50ZXNzZXJhLnBvb2xlci52MS5TZXRSZXBsaWNhdGlvblNvdXJjZVJlcXVlc3QaLy50ZXNzZXJhLnBvb2xlci52MS5TZXRSZXBsaWNhdGlvblNvdXJjZVJlc3BvbnNlEmIKDVNldER1cmFiaWxpdHkSJy50ZXNzZXJhLnBvb2xlci52MS5TZXREdXJhYmlsaXR5UmVxdWVzdBooLnRlc3NlcmEucG9vbGVyLnYxLlNldER1cmFiaWxpdHlSZXNwb25zZRJQCgdQcm9tb3RlEiEudGVzc2VyYS5wb29sZXIudjEuUHJvbW90ZVJlcXVlc3QaIi50ZXNzZXJhLnBvb2xlci52MS5Qcm9tb3RlUmVzcG9uc2USXwoMU3RvcFBvc3RncmVzEiYudGVzc2VyYS5wb29sZXIudjEuU3RvcFBvc3RncmVzUmVxdWVzdBonLnRlc3NlcmEucG9vbGVyLnYxLlN0b3BQb3N0Z3Jlc1Jlc3BvbnNlEk0KBlJld2luZBIgLnRlc3NlcmEucG9vbGVyLnYxLlJld2luZFJlcXVlc3QaIS50ZXNzZXJhLnBvb2xlci52MS5SZXdpbmRSZXNwb25zZRJlCg5DcmVhdGVEYXRhYmFzZRIoLnRlc3NlcmEucG9vbGVyLnYxLkNyZWF0ZURhdGFiYXNlUmVxdWVzdBopLnRlc3NlcmEucG9vbGVyLnYxLkNyZWF0ZURhdGFiYXNlUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Counters of one pool (one user and database).
@@ -242,6 +242,13 @@ export type StatusResponse = Message<"tessera.pooler.v1.StatusResponse"> & {
    * @generated from field: string type = 11;
    */
   type: string;
+
+  /**
+   * Multiplexed connections from gateways (one per gateway, each carrying many sessions).
+   *
+   * @generated from field: tessera.pooler.v1.MuxStats multiplexed = 12;
+   */
+  multiplexed?: MuxStats | undefined;
 };
 
 /**
@@ -250,6 +257,58 @@ export type StatusResponse = Message<"tessera.pooler.v1.StatusResponse"> & {
  */
 export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
   messageDesc(file_tessera_pooler_v1_pooler, 4);
+
+/**
+ * MuxStats sums the pooler's multiplexed connections.
+ *
+ * @generated from message tessera.pooler.v1.MuxStats
+ */
+export type MuxStats = Message<"tessera.pooler.v1.MuxStats"> & {
+  /**
+   * Connections open now.
+   *
+   * @generated from field: int32 connections = 1;
+   */
+  connections: number;
+
+  /**
+   * Channels (sessions) open on them now.
+   *
+   * @generated from field: int32 channels = 2;
+   */
+  channels: number;
+
+  /**
+   * Writes made on them, and the frames those writes carried.
+   *
+   * @generated from field: int64 writes = 3;
+   */
+  writes: bigint;
+
+  /**
+   * @generated from field: int64 frames_out = 4;
+   */
+  framesOut: bigint;
+
+  /**
+   * Reads made on them, and the frames those reads brought.
+   *
+   * @generated from field: int64 reads = 5;
+   */
+  reads: bigint;
+
+  /**
+   * @generated from field: int64 frames_in = 6;
+   */
+  framesIn: bigint;
+};
+
+/**
+ * Describes the message tessera.pooler.v1.MuxStats.
+ * Use `create(MuxStatsSchema)` to create a new message.
+ */
+export const MuxStatsSchema: GenMessage<MuxStats> = /*@__PURE__*/
+  messageDesc(file_tessera_pooler_v1_pooler, 5);
 
 /**
  * HealthStreamRequest subscribes to health reports.
@@ -270,7 +329,7 @@ export type HealthStreamRequest = Message<"tessera.pooler.v1.HealthStreamRequest
  * Use `create(HealthStreamRequestSchema)` to create a new message.
  */
 export const HealthStreamRequestSchema: GenMessage<HealthStreamRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 5);
+  messageDesc(file_tessera_pooler_v1_pooler, 6);
 
 /**
  * HealthStreamResponse is one health report.
@@ -315,7 +374,7 @@ export type HealthStreamResponse = Message<"tessera.pooler.v1.HealthStreamRespon
  * Use `create(HealthStreamResponseSchema)` to create a new message.
  */
 export const HealthStreamResponseSchema: GenMessage<HealthStreamResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 6);
+  messageDesc(file_tessera_pooler_v1_pooler, 7);
 
 /**
  * One standby streaming from a primary, as pg_stat_replication shows it.
@@ -358,7 +417,7 @@ export type StandbyState = Message<"tessera.pooler.v1.StandbyState"> & {
  * Use `create(StandbyStateSchema)` to create a new message.
  */
 export const StandbyStateSchema: GenMessage<StandbyState> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 7);
+  messageDesc(file_tessera_pooler_v1_pooler, 8);
 
 /**
  * ManagerStatusRequest asks for the instance-management view of the pooler's Postgres.
@@ -373,7 +432,7 @@ export type ManagerStatusRequest = Message<"tessera.pooler.v1.ManagerStatusReque
  * Use `create(ManagerStatusRequestSchema)` to create a new message.
  */
 export const ManagerStatusRequestSchema: GenMessage<ManagerStatusRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 8);
+  messageDesc(file_tessera_pooler_v1_pooler, 9);
 
 /**
  * ManagerStatusResponse: what pgctld and Postgres say about the instance, for orch.
@@ -478,7 +537,7 @@ export type ManagerStatusResponse = Message<"tessera.pooler.v1.ManagerStatusResp
  * Use `create(ManagerStatusResponseSchema)` to create a new message.
  */
 export const ManagerStatusResponseSchema: GenMessage<ManagerStatusResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 9);
+  messageDesc(file_tessera_pooler_v1_pooler, 10);
 
 /**
  * CreateDatabaseRequest creates a database on the primary (for a keyspace) unless it exists.
@@ -497,7 +556,7 @@ export type CreateDatabaseRequest = Message<"tessera.pooler.v1.CreateDatabaseReq
  * Use `create(CreateDatabaseRequestSchema)` to create a new message.
  */
 export const CreateDatabaseRequestSchema: GenMessage<CreateDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 10);
+  messageDesc(file_tessera_pooler_v1_pooler, 11);
 
 /**
  * CreateDatabaseResponse after the database exists.
@@ -512,7 +571,7 @@ export type CreateDatabaseResponse = Message<"tessera.pooler.v1.CreateDatabaseRe
  * Use `create(CreateDatabaseResponseSchema)` to create a new message.
  */
 export const CreateDatabaseResponseSchema: GenMessage<CreateDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 11);
+  messageDesc(file_tessera_pooler_v1_pooler, 12);
 
 /**
  * InitPrimaryRequest: initialise an empty instance as a new primary and start it.
@@ -527,7 +586,7 @@ export type InitPrimaryRequest = Message<"tessera.pooler.v1.InitPrimaryRequest">
  * Use `create(InitPrimaryRequestSchema)` to create a new message.
  */
 export const InitPrimaryRequestSchema: GenMessage<InitPrimaryRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 12);
+  messageDesc(file_tessera_pooler_v1_pooler, 13);
 
 /**
  * InitPrimaryResponse after the primary accepts connections.
@@ -546,7 +605,7 @@ export type InitPrimaryResponse = Message<"tessera.pooler.v1.InitPrimaryResponse
  * Use `create(InitPrimaryResponseSchema)` to create a new message.
  */
 export const InitPrimaryResponseSchema: GenMessage<InitPrimaryResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 13);
+  messageDesc(file_tessera_pooler_v1_pooler, 14);
 
 /**
  * InitReplicaRequest: build the instance as a streaming replica of a primary and start it.
@@ -577,7 +636,7 @@ export type InitReplicaRequest = Message<"tessera.pooler.v1.InitReplicaRequest">
  * Use `create(InitReplicaRequestSchema)` to create a new message.
  */
 export const InitReplicaRequestSchema: GenMessage<InitReplicaRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 14);
+  messageDesc(file_tessera_pooler_v1_pooler, 15);
 
 /**
  * InitReplicaResponse after the replica accepts connections.
@@ -592,7 +651,7 @@ export type InitReplicaResponse = Message<"tessera.pooler.v1.InitReplicaResponse
  * Use `create(InitReplicaResponseSchema)` to create a new message.
  */
 export const InitReplicaResponseSchema: GenMessage<InitReplicaResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 15);
+  messageDesc(file_tessera_pooler_v1_pooler, 16);
 
 /**
  * StartPostgresRequest starts an initialised instance in whatever role its data says.
@@ -607,7 +666,7 @@ export type StartPostgresRequest = Message<"tessera.pooler.v1.StartPostgresReque
  * Use `create(StartPostgresRequestSchema)` to create a new message.
  */
 export const StartPostgresRequestSchema: GenMessage<StartPostgresRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 16);
+  messageDesc(file_tessera_pooler_v1_pooler, 17);
 
 /**
  * StartPostgresResponse after Postgres accepts connections.
@@ -622,7 +681,7 @@ export type StartPostgresResponse = Message<"tessera.pooler.v1.StartPostgresResp
  * Use `create(StartPostgresResponseSchema)` to create a new message.
  */
 export const StartPostgresResponseSchema: GenMessage<StartPostgresResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 17);
+  messageDesc(file_tessera_pooler_v1_pooler, 18);
 
 /**
  * SetReplicationSourceRequest repoints a replica at a primary.
@@ -646,7 +705,7 @@ export type SetReplicationSourceRequest = Message<"tessera.pooler.v1.SetReplicat
  * Use `create(SetReplicationSourceRequestSchema)` to create a new message.
  */
 export const SetReplicationSourceRequestSchema: GenMessage<SetReplicationSourceRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 18);
+  messageDesc(file_tessera_pooler_v1_pooler, 19);
 
 /**
  * SetReplicationSourceResponse after the change is applied.
@@ -661,7 +720,7 @@ export type SetReplicationSourceResponse = Message<"tessera.pooler.v1.SetReplica
  * Use `create(SetReplicationSourceResponseSchema)` to create a new message.
  */
 export const SetReplicationSourceResponseSchema: GenMessage<SetReplicationSourceResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 19);
+  messageDesc(file_tessera_pooler_v1_pooler, 20);
 
 /**
  * SetDurabilityRequest sets which standbys must acknowledge commits on a primary.
@@ -682,7 +741,7 @@ export type SetDurabilityRequest = Message<"tessera.pooler.v1.SetDurabilityReque
  * Use `create(SetDurabilityRequestSchema)` to create a new message.
  */
 export const SetDurabilityRequestSchema: GenMessage<SetDurabilityRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 20);
+  messageDesc(file_tessera_pooler_v1_pooler, 21);
 
 /**
  * SetDurabilityResponse after the primary has reloaded.
@@ -697,7 +756,7 @@ export type SetDurabilityResponse = Message<"tessera.pooler.v1.SetDurabilityResp
  * Use `create(SetDurabilityResponseSchema)` to create a new message.
  */
 export const SetDurabilityResponseSchema: GenMessage<SetDurabilityResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 21);
+  messageDesc(file_tessera_pooler_v1_pooler, 22);
 
 /**
  * PromoteRequest promotes a replica to primary.
@@ -712,7 +771,7 @@ export type PromoteRequest = Message<"tessera.pooler.v1.PromoteRequest"> & {
  * Use `create(PromoteRequestSchema)` to create a new message.
  */
 export const PromoteRequestSchema: GenMessage<PromoteRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 22);
+  messageDesc(file_tessera_pooler_v1_pooler, 23);
 
 /**
  * PromoteResponse after the promotion ends.
@@ -731,7 +790,7 @@ export type PromoteResponse = Message<"tessera.pooler.v1.PromoteResponse"> & {
  * Use `create(PromoteResponseSchema)` to create a new message.
  */
 export const PromoteResponseSchema: GenMessage<PromoteResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 23);
+  messageDesc(file_tessera_pooler_v1_pooler, 24);
 
 /**
  * StopPostgresRequest stops the instance (fencing a primary, or before a rewind).
@@ -758,7 +817,7 @@ export type StopPostgresRequest = Message<"tessera.pooler.v1.StopPostgresRequest
  * Use `create(StopPostgresRequestSchema)` to create a new message.
  */
 export const StopPostgresRequestSchema: GenMessage<StopPostgresRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 24);
+  messageDesc(file_tessera_pooler_v1_pooler, 25);
 
 /**
  * StopPostgresResponse after Postgres has stopped.
@@ -779,7 +838,7 @@ export type StopPostgresResponse = Message<"tessera.pooler.v1.StopPostgresRespon
  * Use `create(StopPostgresResponseSchema)` to create a new message.
  */
 export const StopPostgresResponseSchema: GenMessage<StopPostgresResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 25);
+  messageDesc(file_tessera_pooler_v1_pooler, 26);
 
 /**
  * RewindRequest turns a stopped former primary into a replica of a new primary (pg_rewind).
@@ -803,7 +862,7 @@ export type RewindRequest = Message<"tessera.pooler.v1.RewindRequest"> & {
  * Use `create(RewindRequestSchema)` to create a new message.
  */
 export const RewindRequestSchema: GenMessage<RewindRequest> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 26);
+  messageDesc(file_tessera_pooler_v1_pooler, 27);
 
 /**
  * RewindResponse after the instance runs as a replica.
@@ -818,7 +877,7 @@ export type RewindResponse = Message<"tessera.pooler.v1.RewindResponse"> & {
  * Use `create(RewindResponseSchema)` to create a new message.
  */
 export const RewindResponseSchema: GenMessage<RewindResponse> = /*@__PURE__*/
-  messageDesc(file_tessera_pooler_v1_pooler, 27);
+  messageDesc(file_tessera_pooler_v1_pooler, 28);
 
 /**
  * Role of the Postgres behind a pooler.
