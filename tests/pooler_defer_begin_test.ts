@@ -6,35 +6,22 @@
  * block, as any failed statement would.
  */
 import pg from "pg";
-import { type PoolerOptions, type PoolerServer, startPooler } from "../pooler/mod.ts";
+import type { PoolerOptions, PoolerServer } from "../pooler/mod.ts";
+import { withPooler as withPoolerOn } from "./support/pooler.ts";
 import { TesseraError } from "../shared/errors/mod.ts";
 import { PgClient } from "../shared/wire/mod.ts";
 import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
-import { startTestPostgres, type TestPostgres } from "./support/postgres.ts";
-import { fastIo } from "./support/fast_io.ts";
+import type { TestPostgres } from "./support/postgres.ts";
 
 const PG_PORT = 12780;
 const POOLER_PORT = 12781;
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-async function withPooler(
+function withPooler(
   options: Omit<PoolerOptions, "postgres" | "listen">,
   fn: (pooler: PoolerServer, db: TestPostgres) => Promise<void>,
-) {
-  const db = await startTestPostgres({ port: PG_PORT });
-  let pooler: PoolerServer | undefined;
-  try {
-    pooler = await startPooler({
-      ...fastIo(),
-      listen: [`127.0.0.1:${POOLER_PORT}`],
-      postgres: { socketDir: db.socketDir, port: PG_PORT },
-      ...options,
-    });
-    await fn(pooler, db);
-  } finally {
-    await pooler?.shutdown();
-    await db.cleanup();
-  }
+): Promise<void> {
+  return withPoolerOn({ postgres: PG_PORT, pooler: POOLER_PORT }, options, fn);
 }
 
 function connect(): Promise<PgClient> {

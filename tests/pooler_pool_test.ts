@@ -5,6 +5,7 @@
  */
 import pg from "pg";
 import { type PoolerOptions, type PoolerServer, startPooler } from "../pooler/mod.ts";
+import { withPooler as withPoolerOn } from "./support/pooler.ts";
 import { TesseraError } from "../shared/errors/mod.ts";
 import { PgClient } from "../shared/wire/mod.ts";
 import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
@@ -16,24 +17,11 @@ const PG_PORT = 12730;
 const POOLER_PORT = 12731;
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-async function withPooler(
+function withPooler(
   options: Omit<PoolerOptions, "postgres" | "listen">,
   fn: (pooler: PoolerServer, db: TestPostgres) => Promise<void>,
-) {
-  const db = await startTestPostgres({ port: PG_PORT });
-  let pooler: PoolerServer | undefined;
-  try {
-    pooler = await startPooler({
-      ...fastIo(),
-      listen: [`127.0.0.1:${POOLER_PORT}`],
-      postgres: { socketDir: db.socketDir, port: PG_PORT },
-      ...options,
-    });
-    await fn(pooler, db);
-  } finally {
-    await pooler?.shutdown();
-    await db.cleanup();
-  }
+): Promise<void> {
+  return withPoolerOn({ postgres: PG_PORT, pooler: POOLER_PORT }, options, fn);
 }
 
 function connect(user = "postgres"): Promise<PgClient> {
