@@ -399,6 +399,20 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     await Deno.chmod(workDir, 0o755);
     cleanup.push("work directory", () => Deno.remove(workDir, { recursive: true }));
 
+    /**
+     * Starts `deno task <task> ...args` in a session of its own (as a service manager would), stops
+     * it at cleanup, and waits until psql through `port` answers; returns its pid.
+     */
+    const startService = async (what: string, task: string, args: string[], port: number) => {
+      const proc = await startTask(task, args, `${workDir}/${what}.log`, { ownSession: true });
+      cleanup.push(what, async () => {
+        await stopChild(proc.child, "SIGTERM", 10_000);
+        await proc.stop();
+      });
+      await waitForPsql(what, port, proc, 30_000, signal);
+      return proc.child.pid;
+    };
+
     const maxConnections = Math.max(300, ...o.clients.map((c) => c + 20));
     log(`starting Postgres on port ${ports.postgres}`);
     const pg = await startTestPostgres({
@@ -450,18 +464,12 @@ export async function main(args: string[] = Deno.args): Promise<number> {
 
     let relayPid: number | undefined;
     if (o.targets.includes("relay")) {
-      const relay = await startTask(
+      relayPid = await startService(
+        "relay",
         "bench-relay",
         ["--listen", `${HOST}:${ports.relay}`, "--upstream", `${HOST}:${bouncerPort}`],
-        `${workDir}/relay.log`,
-        { ownSession: true },
+        ports.relay,
       );
-      cleanup.push("relay", async () => {
-        await stopChild(relay.child, "SIGTERM", 10_000);
-        await relay.stop();
-      });
-      relayPid = relay.child.pid;
-      await waitForPsql("relay", ports.relay, relay, 30_000, signal);
       log(`relay pid ${relayPid} on port ${ports.relay}, in front of PgBouncer`);
     }
 
@@ -488,75 +496,53 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       log(`etcd on port ${ports.etcdClient}; topo records written under ${TOPO_ROOT}`);
 
       const topoFlags = ["--topo-endpoint", etcd.endpoint, "--topo-root", TOPO_ROOT];
-      const pooler = await startTask(
-        "pooler",
-        [
-          "--alias",
-          "bench-pooler",
-          ...topoFlags,
-          "--keyspace",
-          KEYSPACE,
-          "--shard",
-          "0",
-          "--cell",
-          CELL,
-          "--type",
-          "primary",
-          "--postgres-socket-dir",
-          pg.socketDir,
-          "--postgres-port",
-          String(pg.port),
-          "--listen",
-          `${HOST}:${ports.pooler}`,
-          "--http-listen",
-          `${HOST}:${ports.poolerHttp}`,
-          "--pool-size",
-          String(o.poolSize),
-          "--max-client-conn",
-          String(Math.max(...o.clients) + 100),
-          "--log-level",
-          "warn",
-        ],
-        `${workDir}/pooler.log`,
-        { ownSession: true },
-      );
-      cleanup.push("pooler", async () => {
-        await stopChild(pooler.child, "SIGTERM", 10_000);
-        await pooler.stop();
-      });
-      poolerPid = pooler.child.pid;
-      await waitForPsql("pooler", ports.pooler, pooler, 30_000, signal);
+      poolerPid = await startService("pooler", "pooler", [
+        "--alias",
+        "bench-pooler",
+        ...topoFlags,
+        "--keyspace",
+        KEYSPACE,
+        "--shard",
+        "0",
+        "--cell",
+        CELL,
+        "--type",
+        "primary",
+        "--postgres-socket-dir",
+        pg.socketDir,
+        "--postgres-port",
+        String(pg.port),
+        "--listen",
+        `${HOST}:${ports.pooler}`,
+        "--http-listen",
+        `${HOST}:${ports.poolerHttp}`,
+        "--pool-size",
+        String(o.poolSize),
+        "--max-client-conn",
+        String(Math.max(...o.clients) + 100),
+        "--log-level",
+        "warn",
+      ], ports.pooler);
       log(`pooler pid ${poolerPid} on port ${ports.pooler}`);
 
-      const gateway = await startTask(
-        "gateway",
-        [
-          "--alias",
-          "bench-gateway",
-          ...topoFlags,
-          "--cell",
-          CELL,
-          "--listen",
-          `${HOST}:${ports.gateway}`,
-          "--http-listen",
-          `${HOST}:${ports.gatewayHttp}`,
-          ...(o.gatewayPool !== undefined ? ["--pool-size-per-pooler", String(o.gatewayPool)] : []),
-          "--pooler-channel",
-          o.poolerChannel,
-          "--max-client-conn",
-          String(Math.max(...o.clients) + 100),
-          "--log-level",
-          "warn",
-        ],
-        `${workDir}/gateway.log`,
-        { ownSession: true },
-      );
-      cleanup.push("gateway", async () => {
-        await stopChild(gateway.child, "SIGTERM", 10_000);
-        await gateway.stop();
-      });
-      gatewayPid = gateway.child.pid;
-      await waitForPsql("gateway", ports.gateway, gateway, 30_000, signal);
+      gatewayPid = await startService("gateway", "gateway", [
+        "--alias",
+        "bench-gateway",
+        ...topoFlags,
+        "--cell",
+        CELL,
+        "--listen",
+        `${HOST}:${ports.gateway}`,
+        "--http-listen",
+        `${HOST}:${ports.gatewayHttp}`,
+        ...(o.gatewayPool !== undefined ? ["--pool-size-per-pooler", String(o.gatewayPool)] : []),
+        "--pooler-channel",
+        o.poolerChannel,
+        "--max-client-conn",
+        String(Math.max(...o.clients) + 100),
+        "--log-level",
+        "warn",
+      ], ports.gateway);
       log(`gateway pid ${gatewayPid} on port ${ports.gateway}`);
     }
 
