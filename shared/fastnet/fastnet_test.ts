@@ -223,3 +223,49 @@ Deno.test("fastnet: socket addresses encode and decode", () => {
   }
   assert(threw);
 });
+
+Deno.test({
+  name:
+    "fastnet: the reactor waits on the JavaScript thread, and Deno's timers and sockets still run",
+  ignore: !linux,
+  ...opts,
+  async fn() {
+    const n = net();
+    // Deno's epoll descriptors were found and joined the reactor's set.
+    assert(n.reactor.waitsOnJsThread);
+    // Idle fast sockets keep the reactor's loop (and its waits) running meanwhile.
+    const fastListener = n.listen({ hostname: "127.0.0.1", port: 0 });
+    const fastPort = (fastListener.addr as Deno.NetAddr).port;
+    const fastClient = await n.connect({ hostname: "127.0.0.1", port: fastPort });
+    const fastServer = await fastListener.accept();
+    // Round trips over Deno's own sockets, each woken through Deno's event loop.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    const client = await Deno.connect({ hostname: "127.0.0.1", port });
+    const server = await listener.accept();
+    const echo = (async () => {
+      const buf = new Uint8Array(64);
+      for (;;) {
+        const got = await server.read(buf);
+        if (got === null) return;
+        await writeAllTo(server, buf.subarray(0, got));
+      }
+    })();
+    const ping = new Uint8Array([1, 2, 3, 4]);
+    for (let i = 0; i < 200; i++) {
+      await writeAllTo(client, ping);
+      assertEquals(await readAll(client, 4), ping);
+      if (i % 20 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    // And the fast sockets still carry bytes both ways.
+    await writeAllTo(fastClient, ping);
+    assertEquals(await readAll(fastServer, 4), ping);
+    client.close();
+    await echo;
+    server.close();
+    listener.close();
+    fastClient.close();
+    fastServer.close();
+    fastListener.close();
+  },
+});

@@ -2,10 +2,17 @@
  * One epoll set for every fast socket of the process, and the loop that waits on it.
  *
  * The loop first asks epoll for ready sockets without blocking, on the JavaScript thread (a
- * system call and no more); only when nothing is ready does it wait on one of Deno's worker
- * threads (a non-blocking FFI call), which hands control back to Deno's event loop. Under load
- * most rounds are the cheap kind. So that Deno's own timers and I/O are never starved, every
- * 32nd round, and any round 2 ms after the last, goes through the worker thread as well.
+ * system call and no more). When nothing is ready, it lets the work just started run to its
+ * writes, then waits up to 1 ms on the JavaScript thread itself, so that the next event wakes
+ * the thread that handles it. Deno's own epoll descriptors are in the set too: when Deno has
+ * I/O, a timer's wake-up or an op's result to deliver, that wait ends at once. Only when that
+ * short wait times out (or Deno has work) does the loop wait on one of Deno's worker threads (a
+ * non-blocking FFI call), which hands control back to Deno's event loop. So that Deno's own
+ * timers and I/O are never starved, every 32nd round, and any round 2 ms after the last, goes
+ * through the worker thread as well.
+ *
+ * Waiting on a worker thread costs two thread wake-ups per event (the worker's, then the
+ * JavaScript thread's); the short wait on the JavaScript thread costs one, as in a C server.
  *
  * Sockets are registered edge-triggered: each watcher keeps its own "readable"/"writable" flags
  * and is told when they may have changed.
@@ -13,7 +20,7 @@
  * @module
  */
 
-import { C, type Libc } from "./libc.ts";
+import { C, E, type Libc } from "./libc.ts";
 
 /** Receives the events of one registered descriptor. */
 export interface Watcher {
@@ -25,6 +32,35 @@ const MAX_EVENTS = 256;
 const SYNC_ROUNDS = 32;
 const SYNC_MS = 2;
 const IDLE_WAIT_MS = 60_000;
+/** Longest wait on the JavaScript thread (the event loop is blocked meanwhile). */
+const JS_WAIT_MS = 1;
+/**
+ * Microtask turns granted before a wait on the JavaScript thread: a read resolved by the last
+ * events resumes its reader, which writes, in a few turns; a wait begun before that would hold
+ * the write back.
+ */
+const SETTLE_TURNS = 16;
+/** Token of Deno's own epoll descriptors in the set (never given to a watcher). */
+const DENO_TOKEN = 0xffffffff;
+
+/** Descriptors probed for Deno's epoll sets: they are opened when the runtime starts. */
+const PROBED_FDS = 256;
+
+/**
+ * The other epoll descriptors of the process (Deno's event loop's), among the first
+ * {@linkcode PROBED_FDS}: `EPOLL_CTL_DEL` of a descriptor that is not in the set fails with
+ * ENOENT on an epoll descriptor and with EINVAL (or EBADF) on anything else, and changes nothing.
+ */
+function foreignEpolls(libc: Libc, own: number, probe: number, ctl: Uint8Array): number[] {
+  const fds: number[] = [];
+  for (let fd = 0; fd < PROBED_FDS; fd++) {
+    if (fd === own) continue;
+    if (libc.sym.epoll_ctl(fd, C.EPOLL_CTL_DEL, probe, ctl) < 0 && libc.errno() === E.ENOENT) {
+      fds.push(fd);
+    }
+  }
+  return fds;
+}
 
 /** The process's reactor over one epoll descriptor. */
 export class Reactor {
@@ -43,6 +79,10 @@ export class Reactor {
   #ctlView: DataView;
   #wakeBuf = new BigUint64Array([1n]);
   #drainBuf = new Uint8Array(8);
+  /** Whether the loop may wait on the JavaScript thread (Deno's epoll descriptors are in the set). */
+  #jsWait = false;
+  /** Deno's event loop has events: the next wait goes through a worker thread. */
+  #denoReady = false;
 
   /** Creates the epoll set (throws when the kernel refuses). */
   constructor(libc: Libc) {
@@ -59,6 +99,20 @@ export class Reactor {
     this.#ctl = new Uint8Array(libc.eventSize);
     this.#ctlView = new DataView(this.#ctl.buffer);
     this.#control(C.EPOLL_CTL_ADD, this.#wakeFd, C.EPOLLIN | C.EPOLLET, 0);
+    const others = foreignEpolls(libc, this.#ep, this.#wakeFd, this.#ctl);
+    for (const fd of others) {
+      try {
+        this.#control(C.EPOLL_CTL_ADD, fd, C.EPOLLIN | C.EPOLLET, DENO_TOKEN);
+        this.#jsWait = true;
+      } catch {
+        // not ours to watch after all: Deno's loop is still reached through a worker thread
+      }
+    }
+  }
+
+  /** Whether the reactor waits on the JavaScript thread between bursts (see the module doc). */
+  get waitsOnJsThread(): boolean {
+    return this.#jsWait;
   }
 
   /** Descriptors registered now. */
@@ -82,7 +136,9 @@ export class Reactor {
   add(fd: number, mask: number, watcher: Watcher): number {
     let token = this.#nextToken++;
     if (this.#nextToken > 0xffffffff) this.#nextToken = 1;
-    while (token === 0 || this.#watchers.has(token)) token = this.#nextToken++;
+    while (token === 0 || token === DENO_TOKEN || this.#watchers.has(token)) {
+      token = this.#nextToken++;
+    }
     this.#control(C.EPOLL_CTL_ADD, fd, mask | C.EPOLLET, token);
     this.#watchers.set(token, watcher);
     if (!this.#running) {
@@ -120,6 +176,10 @@ export class Reactor {
         this.#libc.sym.read(this.#wakeFd, this.#drainBuf, 8n);
         continue;
       }
+      if (token === DENO_TOKEN) {
+        this.#denoReady = true;
+        continue;
+      }
       const w = this.#watchers.get(token);
       if (w === undefined) continue;
       try {
@@ -151,7 +211,20 @@ export class Reactor {
           await null;
           continue;
         }
+        if (this.#jsWait && rounds < SYNC_ROUNDS && !this.#denoReady) {
+          for (let i = 0; i < SETTLE_TURNS; i++) await null;
+          if (this.#watchers.size === 0) break;
+          n = s.epoll_wait(this.#ep, this.#events, MAX_EVENTS, JS_WAIT_MS);
+          if (n > 0) {
+            rounds = performance.now() - since > SYNC_MS ? SYNC_ROUNDS : rounds + 1;
+            this.#dispatch(this.#eventsView, n);
+            await null;
+            await null;
+            continue;
+          }
+        }
         rounds = 0;
+        this.#denoReady = false;
         this.#waiting = true;
         // Returns at once when something is ready (a round that only yields to Deno's loop).
         n = await s.epoll_wait_blocking(this.#ep, this.#blockingEvents, MAX_EVENTS, IDLE_WAIT_MS);
