@@ -228,7 +228,11 @@ Deno.test("resolver: follows cells added to and removed from the global cells li
     await topo.global.cells.put(["zone2"], topo.defaultCellRecord("zone2"));
     const zone2 = (await topo.cell("zone2")).poolers;
     await zone2.put(["r2"], { ...record("r2", "replica"), cell: "zone2" });
-    await eventually("r2 from zone2", () => resolver.view.poolers.has("zone2/r2"));
+    // Each cell is watched on its own: zone2's r2 may arrive before zone1's r1.
+    await eventually(
+      "r1 from zone1 and r2 from zone2",
+      () => resolver.view.poolers.has("zone1/r1") && resolver.view.poolers.has("zone2/r2"),
+    );
     // The gateway's own cell (zone1) is preferred while it has a replica.
     for (let i = 0; i < 3; i++) {
       assertEquals((await resolver.resolve(parseDatabaseName("app@replica"))).alias, "r1");
