@@ -13,27 +13,15 @@
 
 import { parseArgs } from "node:util";
 import { inetAddr, unixAddr } from "../../shared/fastnet/addr.ts";
+import { openLibc, usize } from "../../shared/fastnet/libc.ts";
 
-const lib = Deno.dlopen("libc.so.6", {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  listen: { parameters: ["i32", "i32"], result: "i32" },
-  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  epoll_create1: { parameters: ["i32"], result: "i32" },
-  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
-});
-const s = lib.symbols;
+const libc = openLibc();
+if (typeof libc === "string") throw new Error(`libc is not available: ${libc}`);
+const s = libc.sym;
 
 const AF_UNIX = 1, AF_INET = 2, SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000;
 const SOL_SOCKET = 1, SO_REUSEADDR = 2, IPPROTO_TCP = 6, TCP_NODELAY = 1;
-const F_SETFL = 4, O_NONBLOCK = 0o4000, MSG_NOSIGNAL = 0x4000;
+const MSG_NOSIGNAL = 0x4000;
 const EPOLLIN = 1, EPOLL_CTL_ADD = 1, EPOLL_CTL_DEL = 2;
 const Z = 0x5a, IDLE = 0x49, QUERY = 0x51, SYNC = 0x53, TERMINATE = 0x58;
 
@@ -62,7 +50,7 @@ function sendAll(fd: number, b: Uint8Array): boolean {
   let spins = 0;
   while (off < b.length) {
     const part = off === 0 ? b : b.subarray(off);
-    const n = s.send(fd, part, BigInt(part.length), MSG_NOSIGNAL);
+    const n = s.send(fd, part, usize(part.length), MSG_NOSIGNAL);
     if (n < 0) {
       if (++spins > 1_000_000) return false; // the peer is gone (or stuck)
       continue;
@@ -93,7 +81,7 @@ class Input {
       }
     }
     const room = this.buf.subarray(this.tail);
-    const n = s.recv(fd, room, BigInt(room.length), 0);
+    const n = s.recv(fd, room, usize(room.length), 0);
     if (n <= 0) return n < 0; // -1: EAGAIN (level-triggered: try later); 0: closed
     this.tail += n;
     return true;
@@ -247,9 +235,9 @@ function onClient(c: Client): void {
   forwardClient(c);
 }
 
-/** Connects one server and logs it in, blocking (startup only). */
+/** Connects one server and logs it in, spinning while it waits (startup only). */
 function connectServer(path: string, user: string, database: string, keep: boolean): Server {
-  const fd = s.socket(AF_UNIX, SOCK_STREAM, 0);
+  const fd = s.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
   const sa = unixAddr(path);
   if (s.connect(fd, sa.bytes, sa.bytes.length) < 0) throw new Error(`cannot connect to ${path}`);
   const body = new TextEncoder().encode(`user\0${user}\0database\0${database}\0\0`);
@@ -271,7 +259,6 @@ function connectServer(path: string, user: string, database: string, keep: boole
       inp.head += len;
       if (t === Z) {
         if (keep) params = new Uint8Array(kept);
-        s.fcntl(fd, F_SETFL, O_NONBLOCK);
         const server: Server = { fd, client: null, pending: 0, input: inp };
         watch(fd, () => onServer(server));
         return server;
