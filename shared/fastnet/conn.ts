@@ -37,6 +37,7 @@ export class FastConn implements Deno.Conn, Watcher {
   #rBuf: Uint8Array | null = null;
   #rResolve: ((n: number | null) => void) | null = null;
   #rReject: ((err: unknown) => void) | null = null;
+  #readCb: (() => void) | null = null;
   #wBuf: Uint8Array | null = null;
   #wResolve: ((n: number) => void) | null = null;
   #wReject: ((err: unknown) => void) | null = null;
@@ -97,6 +98,11 @@ export class FastConn implements Deno.Conn, Watcher {
       // The peer's end of stream (or an error) was announced: its edge will not come again.
       if ((mask & HANGUP_EVENTS) !== 0) this.#hungUp = true;
       if (this.#rResolve !== null) this.#serveRead();
+      else if (this.#readCb !== null) {
+        const fn = this.#readCb;
+        this.#readCb = null;
+        fn();
+      }
     }
     if ((mask & WRITE_EVENTS) !== 0) {
       this.#canWrite = true;
@@ -163,6 +169,33 @@ export class FastConn implements Deno.Conn, Watcher {
       this.#rResolve = resolve;
       this.#rReject = reject;
     });
+  }
+
+  /**
+   * Reads into `p` now: the count, `null` at end of stream, or `undefined` when nothing is there
+   * (then {@linkcode onReadable} tells when to try again). Throws what {@linkcode read} would
+   * reject with.
+   */
+  tryRead(p: Uint8Array): number | null | undefined {
+    if (this.#closed) throw closedError();
+    if (this.#rResolve !== null) throw new Deno.errors.Busy("a read is already in progress");
+    if (p.length === 0) return 0;
+    if (!this.#canRead) return undefined;
+    return this.#recv(p);
+  }
+
+  /**
+   * Calls `fn` once, from the reactor, when {@linkcode tryRead} may have something: the socket's
+   * next edge, or at once (in a microtask) when bytes may already be there or the connection is
+   * closed. Replaces a callback set before.
+   */
+  onReadable(fn: () => void): void {
+    if (this.#closed || this.#canRead) {
+      this.#readCb = null;
+      queueMicrotask(fn);
+      return;
+    }
+    this.#readCb = fn;
   }
 
   /** One send of `p`'s first `len` bytes: the count, or undefined when the buffer is full. */
@@ -269,7 +302,11 @@ export class FastConn implements Deno.Conn, Watcher {
     this.#closed = true;
     this.#reactor.remove(this.#fd, this.#token);
     this.#libc.sym.close(this.#fd);
-    const rr = this.#rReject, wr = this.#wReject;
+    const rr = this.#rReject, wr = this.#wReject, cb = this.#readCb;
+    this.#readCb = null;
+    // A reader waiting for bytes learns of the close from its next tryRead (as a pending read
+    // learns from its rejection, in a later turn).
+    if (cb !== null) queueMicrotask(cb);
     this.#rBuf = this.#rResolve = this.#rReject = null;
     this.#wBuf = this.#wResolve = this.#wReject = null;
     rr?.(closedError());

@@ -269,3 +269,70 @@ Deno.test({
     fastListener.close();
   },
 });
+
+Deno.test({
+  name: "fastnet: tryRead and onReadable carry 2 MiB, end of stream, and a close while waiting",
+  ignore: !linux,
+  ...opts,
+  async fn() {
+    const listener = net().listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    const client = await Deno.connect({ hostname: "127.0.0.1", port });
+    const server = await listener.accept() as FastConn;
+    const size = 2 << 20;
+    const up = pattern(size, 3);
+    // Nothing sent yet: nothing to read, and no promise involved.
+    assertEquals(server.tryRead(new Uint8Array(16)), undefined);
+    const got = new Uint8Array(size);
+    let have = 0;
+    let callbacks = 0;
+    const ended = new Promise<void>((resolve, reject) => {
+      const pump = () => {
+        callbacks++;
+        try {
+          for (;;) {
+            const n = server.tryRead(got.subarray(Math.min(have, size - 1)));
+            if (n === undefined) {
+              server.onReadable(pump);
+              return;
+            }
+            if (n === null) {
+              resolve();
+              return;
+            }
+            have += n;
+          }
+        } catch (err) {
+          reject(err);
+        }
+      };
+      server.onReadable(pump);
+    });
+    await writeAllTo(client, up);
+    client.close();
+    await ended;
+    assertEquals(have, size);
+    assertEquals(got, up);
+    assert(callbacks >= 1);
+
+    // A reader waiting for bytes hears of a close: its next tryRead throws BadResource.
+    const c2 = await Deno.connect({ hostname: "127.0.0.1", port });
+    const s2 = await listener.accept() as FastConn;
+    assertEquals(s2.tryRead(new Uint8Array(16)), undefined);
+    const closed = new Promise<unknown>((resolve) => {
+      s2.onReadable(() => {
+        try {
+          resolve(s2.tryRead(new Uint8Array(16)));
+        } catch (err) {
+          resolve(err);
+        }
+      });
+    });
+    s2.close();
+    assert((await closed) instanceof Deno.errors.BadResource);
+    c2.close();
+    server.close();
+    listener.close();
+    assertEquals(net().reactor.size, 0);
+  },
+});

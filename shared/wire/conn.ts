@@ -43,6 +43,28 @@ export function canWriteSync(conn: ByteSink): conn is SyncWriteConn {
   return typeof (conn as Partial<SyncWriteConn>).tryWrite === "function";
 }
 
+/**
+ * A connection that can also read without waiting (the fast network path's sockets): readers
+ * that find it handle each arrival in a plain callback, with no promise per read.
+ */
+export interface SyncReadConn extends WireConn {
+  /**
+   * Reads into `p` now: the count, `null` at end of stream, or `undefined` when nothing is there
+   * (then {@linkcode onReadable} tells when to try again). Throws what `read` would reject with.
+   */
+  tryRead(p: Uint8Array): number | null | undefined;
+  /**
+   * Calls `fn` once, from the event loop, when {@linkcode tryRead} may have something (new bytes,
+   * end of stream, an error, or the connection closed). Replaces a callback set before.
+   */
+  onReadable(fn: () => void): void;
+}
+
+/** Whether `conn` is a {@linkcode SyncReadConn}. */
+export function canReadSync(conn: ByteSource): conn is SyncReadConn {
+  return typeof (conn as Partial<SyncReadConn>).tryRead === "function";
+}
+
 /** Wraps an I/O failure as a TesseraError 08006 (connection failure), keeping TesseraErrors. */
 export function connectionError(err: unknown, doing: string): TesseraError {
   if (err instanceof TesseraError) return err;

@@ -22,9 +22,11 @@ export * from "./messages.ts";
 export {
   type ByteSink,
   type ByteSource,
+  canReadSync,
   canWriteSync,
   connectionError,
   readExact,
+  type SyncReadConn,
   type SyncWriteConn,
   type WireConn,
   writeAll,

@@ -305,7 +305,7 @@ export class BackendConn {
       }
       const frames = new FrameReader(conn, 32 * 1024);
       const b = new BackendConn(conn, frames, pid, secret, params, log, onClosed, target);
-      b.#loop = b.#run();
+      b.#loop = frames.canReadNow ? b.#runSync() : b.#run();
       return b;
     } catch (err) {
       try {
@@ -358,6 +358,61 @@ export class BackendConn {
         error ?? new TesseraError(SqlState.connectionFailure, "Postgres closed the connection"),
       );
     }
+  }
+
+  /**
+   * The same loop as {@linkcode #run} for a connection that can be read without waiting: each
+   * arrival is handled in a plain callback from the event loop, with no promise per read.
+   */
+  #runSync(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#ended = resolve;
+      // Not from inside connect(): its caller has not seen the backend yet.
+      queueMicrotask(this.#pumpFn);
+    });
+  }
+
+  #ended: (() => void) | null = null;
+  #pumpFn = (): void => this.#pump();
+
+  #pump(): void {
+    const r = this.#reader;
+    let error: unknown = null;
+    try {
+      for (;;) {
+        const n = r.readNow();
+        if (n === undefined) {
+          r.whenReadable(this.#pumpFn);
+          return;
+        }
+        if (!r.advance(n)) break;
+        const owner = this.owner;
+        while (r.next()) {
+          const o = this.owner;
+          if (o === null) this.#idleMessage(r);
+          else o.onBackendMessage(this, r);
+          if (this.#closed) break;
+        }
+        if (owner !== null) {
+          // As in #run: what the owner was given must reach its client, and a backend released
+          // mid-batch does not wait on its former client.
+          const p = owner.onBackendBatchEnd(this);
+          if (p !== undefined && this.owner === owner && !this.#closed) {
+            p.then(this.#pumpFn);
+            return;
+          }
+        }
+        if (this.#closed) break;
+      }
+    } catch (err) {
+      error = err;
+    }
+    this.#shut(
+      error ?? new TesseraError(SqlState.connectionFailure, "Postgres closed the connection"),
+    );
+    const ended = this.#ended;
+    this.#ended = null;
+    ended?.();
   }
 
   /** A message while no session holds the backend. */

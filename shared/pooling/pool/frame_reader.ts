@@ -8,7 +8,7 @@
  */
 
 import { SqlState, TesseraError } from "../../errors/mod.ts";
-import { MAX_MESSAGE_LENGTH } from "../../wire/mod.ts";
+import { canReadSync, MAX_MESSAGE_LENGTH, type SyncReadConn } from "../../wire/mod.ts";
 
 /** Something to read bytes from, like `Deno.Conn`. */
 export interface ReadSource {
@@ -39,6 +39,7 @@ export class FrameReader {
   buf: Uint8Array;
 
   #source: ReadSource;
+  #sync: Pick<SyncReadConn, "tryRead" | "onReadable"> | null;
   #head = 0; // first unread byte
   #tail = 0; // end of the bytes read
   #initial: number;
@@ -48,6 +49,7 @@ export class FrameReader {
   /** Reads from `source`, waiting on a buffer of `initialSize` bytes while messages are small. */
   constructor(source: ReadSource, initialSize: number, maxMessageLength = MAX_MESSAGE_LENGTH) {
     this.#source = source;
+    this.#sync = canReadSync(source as SyncReadConn) ? source as SyncReadConn : null;
     this.#initial = initialSize;
     this.#max = maxMessageLength;
     this.buf = new Uint8Array(initialSize);
@@ -111,6 +113,33 @@ export class FrameReader {
    * promise rejects with the connection's own error when the read fails.
    */
   read(): Promise<number | null> {
+    return this.#source.read(this.#room());
+  }
+
+  /**
+   * Whether the source can be read without waiting ({@linkcode readNow} and
+   * {@linkcode whenReadable} work): the fast network path's sockets.
+   */
+  get canReadNow(): boolean {
+    return this.#sync !== null;
+  }
+
+  /**
+   * Like {@linkcode read}, without waiting (only when {@linkcode canReadNow}): the count for
+   * {@linkcode advance}, or `undefined` when nothing is there yet (call {@linkcode whenReadable}).
+   * Throws the connection's own error.
+   */
+  readNow(): number | null | undefined {
+    return this.#sync!.tryRead(this.#room());
+  }
+
+  /** Calls `fn` once when {@linkcode readNow} may have something (only when {@linkcode canReadNow}). */
+  whenReadable(fn: () => void): void {
+    this.#sync!.onReadable(fn);
+  }
+
+  /** Makes room for the next read and returns where the bytes go. */
+  #room(): Uint8Array {
     let b = this.buf;
     const avail = this.#tail - this.#head;
     if (avail === 0) {
@@ -139,7 +168,7 @@ export class FrameReader {
       }
     }
     // Reading into the whole buffer (the usual case) needs no view.
-    return this.#source.read(this.#tail === 0 ? b : b.subarray(this.#tail));
+    return this.#tail === 0 ? b : b.subarray(this.#tail);
   }
 
   /**

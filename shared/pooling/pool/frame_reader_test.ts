@@ -51,3 +51,48 @@ Deno.test("FrameReader rejects invalid lengths and a stream ending inside a mess
   assertEquals(cut.next(), false);
   await assertRejects(async () => cut.advance(await cut.read()), TesseraError, "part way");
 });
+
+Deno.test("FrameReader reads without waiting from a source that can (readNow, whenReadable)", () => {
+  const w = new MessageWriter();
+  w.query("select 1").sync().query("z".repeat(3000)).readyForQuery("I");
+  const bytes = w.take();
+  let at = 0;
+  let waiting: (() => void) | null = null;
+  // Hands out 7 bytes per call, and nothing every other call (as a socket between arrivals).
+  let dry = false;
+  const source = {
+    read: () => Promise.reject(new Error("the promise path must not be used")),
+    write: () => Promise.resolve(0),
+    close: () => {},
+    tryRead(p: Uint8Array): number | null | undefined {
+      dry = !dry;
+      if (dry) return undefined;
+      if (at === bytes.length) return null;
+      const n = Math.min(7, p.length, bytes.length - at);
+      p.set(bytes.subarray(at, at + n));
+      at += n;
+      return n;
+    },
+    onReadable(fn: () => void): void {
+      waiting = fn;
+    },
+  };
+  const r = new FrameReader(source, 64);
+  assert(r.canReadNow);
+  const seen: [string, number][] = [];
+  let waits = 0;
+  for (;;) {
+    while (r.next()) seen.push([r.typeChar, r.payload.length]);
+    const n = r.readNow();
+    if (n === undefined) {
+      r.whenReadable(() => {});
+      assert(waiting !== null);
+      waits++;
+      continue;
+    }
+    if (!r.advance(n)) break;
+  }
+  assertEquals(seen, [["Q", 9], ["S", 0], ["Q", 3001], ["Z", 1]]);
+  assert(waits > 0);
+  assert(!new FrameReader(new MemoryConn(bytes), 64).canReadNow);
+});

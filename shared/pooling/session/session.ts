@@ -135,6 +135,8 @@ export const PinReason = {
 } as const;
 
 const PIN_SQL = PinReason.sql_prepare_extended;
+/** What the client loop yields to have its next bytes read. */
+const READ: unique symbol = Symbol("read");
 /** Triggers after which custom setting names are looked for in the text. */
 const SETTING_NAMES = Trigger.setStatement | Trigger.settings;
 
@@ -492,7 +494,77 @@ export class Session implements BackendOwner {
 
   // ---------------------------------------------------------------- client side
 
-  async #loop(): Promise<void> {
+  /**
+   * Runs {@linkcode #steps} to its end: a promise it yields is waited on, and a read it asks
+   * for is done at once when bytes are there (on the fast network path, a read that must wait
+   * resumes from the socket's readiness callback: no promise per read).
+   */
+  #loop(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const r = this.#reader;
+      const gen = this.#steps();
+      const sync = r.canReadNow;
+      let running = false;
+      const step = (value: unknown, thrown: boolean): void => {
+        if (running) {
+          // Never resumed from inside itself: a callback that comes while it runs waits a turn.
+          queueMicrotask(() => step(value, thrown));
+          return;
+        }
+        running = true;
+        try {
+          for (;;) {
+            const next = thrown ? gen.throw(value) : gen.next(value);
+            if (next.done) {
+              resolve();
+              return;
+            }
+            const y = next.value;
+            if (y !== READ) {
+              (y as Promise<unknown>).then(onValue, onError);
+              return;
+            }
+            if (!sync) {
+              r.read().then(onValue, onError);
+              return;
+            }
+            thrown = false;
+            try {
+              value = r.readNow();
+            } catch (err) {
+              value = err;
+              thrown = true;
+            }
+            if (value === undefined) {
+              r.whenReadable(onReadable);
+              return;
+            }
+          }
+        } catch (err) {
+          reject(err);
+        } finally {
+          running = false;
+        }
+      };
+      const onValue = (v: unknown): void => step(v, false);
+      const onError = (err: unknown): void => step(err, true);
+      const onReadable = (): void => {
+        let n: number | null | undefined;
+        try {
+          n = r.readNow();
+        } catch (err) {
+          step(err, true);
+          return;
+        }
+        if (n === undefined) r.whenReadable(onReadable);
+        else step(n, false);
+      };
+      step(undefined, false);
+    });
+  }
+
+  /** The client loop, as a generator: it yields a promise to wait on, or READ to read. */
+  *#steps(): Generator<unknown, void, unknown> {
     const r = this.#reader;
     let error: unknown = null;
     let graceful = false;
@@ -505,7 +577,7 @@ export class Session implements BackendOwner {
             throw protocolError(`invalid frontend message type ${describeType(t)}`);
           }
           // (A retry's new connection may fail too, and its retry start meanwhile.)
-          while (this.#retrying !== null) await this.#retrying;
+          while (this.#retrying !== null) yield this.#retrying;
           if (this.#clientSkip) {
             if (t === Frontend.sync) {
               this.#clientSkip = false;
@@ -539,8 +611,8 @@ export class Session implements BackendOwner {
             // prepare must not wait for one: its other connections may hold them all).
             if (t === Frontend.parse && this.#parseLocally(r)) continue;
             if (t === Frontend.close && this.#closeLocally(r)) continue;
-            if (this.#dirty !== null) await this.#flushBackend();
-            if (!this.#acquireNow() && !(await this.#acquire(t))) {
+            if (this.#dirty !== null) yield this.#flushBackend();
+            if (!this.#acquireNow() && !((yield this.#acquire(t)) as boolean)) {
               if (this.#closing) break outer;
               continue;
             }
@@ -548,8 +620,8 @@ export class Session implements BackendOwner {
             // before anything was sent on it: it was dropped, and another one is needed.
             while (this.#backend === null) {
               if (this.#closing) break outer;
-              if (this.#dirty !== null) await this.#flushBackend();
-              if (!this.#acquireNow() && !(await this.#acquire(t))) {
+              if (this.#dirty !== null) yield this.#flushBackend();
+              if (!this.#acquireNow() && !((yield this.#acquire(t)) as boolean)) {
                 if (this.#closing) break outer;
                 continue messages;
               }
@@ -563,11 +635,11 @@ export class Session implements BackendOwner {
         if (b !== null) {
           this.#dirty = null;
           const wait = b.out.push();
-          if (wait !== undefined) await wait; // the backend is not keeping up (a big COPY)
+          if (wait !== undefined) yield wait; // the backend is not keeping up (a big COPY)
         }
         if (this.#closing || (this.#draining && this.#endIfIdle())) break;
         this.#reading = true;
-        const n = await r.read();
+        const n = (yield READ) as number | null;
         this.#reading = false;
         if (!r.advance(n)) break;
       }
@@ -575,7 +647,7 @@ export class Session implements BackendOwner {
       error = err;
     }
     this.#reading = false;
-    if (this.#dirty !== null) await this.#flushBackend().catch(() => {});
+    if (this.#dirty !== null) yield this.#flushBackend().catch(() => {});
     this.#clientEnded(error, graceful);
   }
 
