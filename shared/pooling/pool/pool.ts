@@ -73,8 +73,8 @@ export interface PoolStats {
 }
 
 interface Waiter {
-  resolve: (b: BackendConn) => void;
-  reject: (err: unknown) => void;
+  /** Given the backend lent, or (`b` null) the reason none will come. */
+  done: (b: BackendConn | null, err: unknown) => void;
   key: string;
   admin: boolean;
   since: number;
@@ -207,18 +207,32 @@ export class Pool {
   acquire(key: string, admin: boolean): Promise<BackendConn> {
     const b = this.tryAcquire(key, admin);
     if (b !== null) return Promise.resolve(b);
-    if (this.#closed) {
-      return Promise.reject(
-        new TesseraError(SqlState.adminShutdown, "the pooler is shutting down", {
-          severity: "FATAL",
-        }),
-      );
-    }
     return new Promise<BackendConn>((resolve, reject) => {
-      this.#waiters.push({ resolve, reject, key, admin, since: Date.now() });
-      if (admin) this.#adminWaiters++;
-      this.#serveWaiters();
+      this.wait(key, admin, (b, err) => b !== null ? resolve(b) : reject(err));
     });
+  }
+
+  /**
+   * Like {@linkcode acquire} with a callback instead of a promise (the session's usual wait):
+   * `done` gets the backend, or null and the error. It is called from inside the pool's own
+   * calls (a release, a timeout, possibly this one): a caller that must not run there defers its
+   * work. Call {@linkcode tryAcquire} first: this always queues.
+   */
+  wait(key: string, admin: boolean, done: (b: BackendConn | null, err: unknown) => void): void {
+    if (this.#closed) {
+      queueMicrotask(() =>
+        done(
+          null,
+          new TesseraError(SqlState.adminShutdown, "the pooler is shutting down", {
+            severity: "FATAL",
+          }),
+        )
+      );
+      return;
+    }
+    this.#waiters.push({ done, key, admin, since: Date.now() });
+    if (admin) this.#adminWaiters++;
+    this.#serveWaiters();
   }
 
   #lend(b: BackendConn): void {
@@ -241,7 +255,7 @@ export class Pool {
       this.stats.waits++;
       this.stats.waitTimeMs += waited;
       if (waited > this.stats.maxWaitMs) this.stats.maxWaitMs = waited;
-      w.resolve(b);
+      w.done(b, null);
     }
     // Open backends for the waiters that new ones can serve (opens in flight count as served).
     if (waiters.length === 0 || this.#closed) return;
@@ -294,7 +308,7 @@ export class Pool {
         // Every waiter learns why, instead of waiting for the queue timeout.
         const waiters = this.#waiters.splice(0);
         this.#adminWaiters = 0;
-        for (const w of waiters) w.reject(err);
+        for (const w of waiters) w.done(null, err);
       },
     );
     this.#track(p);
@@ -372,7 +386,8 @@ export class Pool {
           continue;
         }
         this.stats.timeouts++;
-        w.reject(
+        w.done(
+          null,
           new TesseraError(
             SqlState.tooManyConnections,
             `no server connection available for ${this.user}@${this.database}: waited ${waited} ms, all ${
@@ -449,7 +464,7 @@ export class Pool {
       severity: "FATAL",
     });
     this.#adminWaiters = 0;
-    for (const w of this.#waiters.splice(0)) w.reject(err);
+    for (const w of this.#waiters.splice(0)) w.done(null, err);
     for (const b of [...this.#all]) b.close();
     await Promise.allSettled([...this.#pending]);
     await Promise.allSettled([...this.#all].map((b) => b.done));

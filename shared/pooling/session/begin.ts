@@ -99,6 +99,16 @@ export function isDeferrableBegin(buf: Uint8Array, start: number, end: number): 
   const begin = c0 === 0x62 && c1 === 0x65 && c2 === 0x67 && c3 === 0x69 && c4 === 0x6e;
   const startWord = c0 === 0x73 && c1 === 0x74 && c2 === 0x61 && c3 === 0x72 && c4 === 0x74;
   if (!begin && !startWord) return false;
+  if (begin) {
+    // The usual form, `BEGIN` or `BEGIN;`, without building words.
+    let j = i + 5;
+    while (j < end && isSpace(buf[j]!)) j++;
+    if (j < end && buf[j] === 0x3b) {
+      j++;
+      while (j < end && isSpace(buf[j]!)) j++;
+    }
+    if (j === end) return true;
+  }
   const w = words(buf, i, end);
   if (w === null) return false;
   let k = 0;

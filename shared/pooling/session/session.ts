@@ -135,8 +135,24 @@ export const PinReason = {
 } as const;
 
 const PIN_SQL = PinReason.sql_prepare_extended;
+/** CommandComplete BEGIN and ReadyForQuery `T`: the reply to a deferred BEGIN. */
+const BEGIN_REPLY = new MessageWriter(32).commandComplete("BEGIN").readyForQuery("T").take();
+/** The last deferred BEGIN's bytes, shared by every session that sends the same. */
+let lastBegin = new Uint8Array(0);
+
+/** Whether `buf` holds `a`'s bytes at `at`. */
+function sameBytes(a: Uint8Array, buf: Uint8Array, at: number): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== buf[at + i]) return false;
+  return true;
+}
+
 /** What the client loop yields to have its next bytes read. */
 const READ: unique symbol = Symbol("read");
+/**
+ * What the client loop may yield besides READ and a promise: a wait it starts itself, given the
+ * function that resumes the loop with the wait's result (called later, never from inside).
+ */
+type Wait = (resume: (value: unknown) => void) => void;
 /** Triggers after which custom setting names are looked for in the text. */
 const SETTING_NAMES = Trigger.setStatement | Trigger.settings;
 
@@ -521,7 +537,8 @@ export class Session implements BackendOwner {
             }
             const y = next.value;
             if (y !== READ) {
-              (y as Promise<unknown>).then(onValue, onError);
+              if (typeof y === "function") (y as Wait)(onValue);
+              else (y as Promise<unknown>).then(onValue, onError);
               return;
             }
             if (!sync) {
@@ -660,8 +677,14 @@ export class Session implements BackendOwner {
     if (!isDeferrableBegin(msg.buf, msg.start + 5, msg.end - 1) || msg.buf[msg.end - 1] !== 0) {
       return false;
     }
-    this.#deferredBegin = msg.raw.slice();
-    this.#ow.commandComplete("BEGIN").readyForQuery("T");
+    // Clients send the same BEGIN over and over: its bytes are kept once (never written to).
+    let bytes = lastBegin;
+    const len = msg.end - msg.start;
+    if (bytes.length !== len || !sameBytes(bytes, msg.buf, msg.start)) {
+      bytes = lastBegin = msg.raw.slice();
+    }
+    this.#deferredBegin = bytes;
+    this.#ow.bytes(BEGIN_REPLY);
     return true;
   }
 
@@ -693,21 +716,44 @@ export class Session implements BackendOwner {
     return true;
   }
 
-  /** Waits for a backend; false when none came (the client was answered, or is gone). */
-  #acquire(type: number): Promise<boolean> {
-    const fixed = this.#source.retry === undefined ? this.#pool : null;
-    if (fixed === null) return this.#acquireRetrying(type);
-    // The usual wait (a fixed pool, all lent): one promise, no async frames.
+  /**
+   * Waits for a backend; false when none came (the client was answered, or is gone). The usual
+   * wait (a fixed pool, all lent) is a callback the client loop's driver starts: no promise.
+   */
+  #acquire(type: number): Promise<boolean> | Wait {
+    if (this.#source.retry !== undefined) return this.#acquireRetrying(type);
     this.#acquireType = type;
     // Made at the first wait, so an idle session carries no closures.
-    const got = this.#onAcquired ??= (b) => this.#acquired(b);
-    const failed = this.#onNotAcquired ??= (err) => this.#notAcquired(err);
-    return fixed.acquire(this.#settingsKey, this.admin).then(got, failed);
+    return this.#waitFixed ??= (resume) => {
+      this.#resume = resume;
+      this.#pool!.wait(
+        this.#settingsKey,
+        this.admin,
+        this.#onWaited ??= (b, err) => {
+          // Called from inside the pool (another session's release): the rest waits a turn.
+          this.#waitedFor = b;
+          this.#waitError = err;
+          queueMicrotask(
+            this.#afterWait ??= () => {
+              const got = this.#waitedFor;
+              const resume = this.#resume!;
+              this.#waitedFor = null;
+              this.#resume = null;
+              resume(got !== null ? this.#acquired(got) : this.#notAcquired(this.#waitError));
+            },
+          );
+        },
+      );
+    };
   }
 
   #acquireType = 0;
-  #onAcquired: ((b: BackendConn) => boolean) | undefined;
-  #onNotAcquired: ((err: unknown) => boolean) | undefined;
+  #waitFixed: Wait | undefined;
+  #resume: ((value: unknown) => void) | null = null;
+  #onWaited: ((b: BackendConn | null, err: unknown) => void) | undefined;
+  #afterWait: (() => void) | undefined;
+  #waitedFor: BackendConn | null = null;
+  #waitError: unknown = null;
 
   #acquired(b: BackendConn): boolean {
     if (b.closed) {
