@@ -127,6 +127,22 @@ function isIdentPart(c: number): boolean {
   return isIdentStart(c) || (c >= 0x30 && c <= 0x39) || c === 0x24;
 }
 
+/** Byte classes, looked up instead of compared: bit 1 space, 2 identifier start, 4 identifier part. */
+const CLASS = new Uint8Array(256);
+for (let c = 0; c < 256; c++) {
+  CLASS[c] = (c === 0x20 || (c >= 0x09 && c <= 0x0d) ? 1 : 0) | (isIdentStart(c) ? 2 : 0) |
+    (isIdentPart(c) ? 4 : 0);
+}
+
+/**
+ * Whether some keyword has the length and first letter (lowercased) of a token: most identifiers
+ * are ruled out by one lookup. Indexed by length * 32 + (letter & 31).
+ */
+const MAY_BE_KEYWORD = new Uint8Array(64 * 32);
+for (const word of Object.keys(KEYWORDS)) {
+  MAY_BE_KEYWORD[word.length * 32 + (word.charCodeAt(0) & 31)] = 1;
+}
+
 /**
  * A tokenizer over SQL bytes that keeps its state in fields (no allocation per token): after
  * {@linkcode next}, `start` and `end` delimit the token and `keyword` holds its keyword code.
@@ -169,7 +185,7 @@ export class SqlLexer {
     this.keyword = 0;
     for (;;) {
       // Whitespace and comments.
-      while (i < n && (b[i] === 0x20 || (b[i]! >= 0x09 && b[i]! <= 0x0d))) i++;
+      while (i < n && (CLASS[b[i]!]! & 1) !== 0) i++;
       if (i >= n) {
         this.pos = this.start = this.end = n;
         return Tok.eof;
@@ -199,18 +215,19 @@ export class SqlLexer {
     const c = b[i]!;
     this.start = i;
     let kind: number;
-    if (isIdentStart(c)) {
+    if ((CLASS[c]! & 2) !== 0) {
       // E'...' escape string: the prefix letter directly followed by a quote.
       if ((c === 0x45 || c === 0x65) && b[i + 1] === 0x27) {
         i = this.#skipString(i + 1, true);
         kind = Tok.string;
       } else {
         i++;
-        while (i < n && isIdentPart(b[i]!)) i++;
+        while (i < n && (CLASS[b[i]!]! & 4) !== 0) i++;
         kind = Tok.ident;
         const len = i - this.start;
-        const cands = BY_LENGTH[len];
-        if (cands !== undefined) this.keyword = this.#match(cands, this.start, len);
+        if (len < 64 && MAY_BE_KEYWORD[len * 32 + (c & 31)] === 1) {
+          this.keyword = this.#match(BY_LENGTH[len]!, this.start, len);
+        }
       }
     } else if (c === 0x27) {
       i = this.#skipString(i, false);
@@ -314,6 +331,72 @@ export class SqlLexer {
   }
 }
 
+/** Whether `buf[at, at + word.length)` is `word` (lowercase ASCII), ignoring case. */
+function hasWord(buf: Uint8Array, at: number, end: number, word: Uint8Array): boolean {
+  if (at + word.length > end) return false;
+  for (let k = 0; k < word.length; k++) {
+    let ch = buf[at + k]!;
+    if (ch >= 0x41 && ch <= 0x5a) ch |= 0x20;
+    if (ch !== word[k]) return false;
+  }
+  return true;
+}
+
+/** Bytes that may start a substring {@linkcode mayTrigger} looks for: t a h s b, either case, and `;`. */
+const INTEREST = new Uint8Array(256);
+for (const ch of "tahsbTAHSB;") INTEREST[ch.charCodeAt(0)] = 1;
+const EMP = new TextEncoder().encode("emp");
+const DVISORY = new TextEncoder().encode("dvisory");
+const OLD = new TextEncoder().encode("old");
+const ET_CONFIG = new TextEncoder().encode("et_config");
+const ACKEND_PID = new TextEncoder().encode("ackend_pid");
+
+/**
+ * A quick look that rules out most statements (plain SELECT, INSERT, UPDATE...) without
+ * tokenizing: false only when no trigger can apply. Every trigger needs a keyword as the first
+ * word, a second statement, or one of the substrings "temp", "advisory", "hold", "set_config"
+ * and "backend_pid"; a match anywhere (even inside a literal) sends the text to the full scan.
+ */
+function mayTrigger(buf: Uint8Array, start: number, end: number): boolean {
+  let i = start;
+  while (i < end && ((CLASS[buf[i]!]! & 1) !== 0 || buf[i] === 0x28)) i++;
+  if (i === end) return false;
+  // The first word: an ASCII letter run that is no keyword (a comment or anything else: look).
+  const c = buf[i]!;
+  if (((c | 0x20) < 0x61 || (c | 0x20) > 0x7a)) return true;
+  let j = i + 1;
+  while (j < end && (CLASS[buf[j]!]! & 4) !== 0) j++;
+  const len = j - i;
+  if (len < 64 && MAY_BE_KEYWORD[len * 32 + (c & 31)] === 1) return true;
+  for (; j < end; j++) {
+    if (INTEREST[buf[j]!] === 0) continue;
+    switch (buf[j]! | 0x20) {
+      case 0x74: // t
+        if (hasWord(buf, j + 1, end, EMP)) return true;
+        break;
+      case 0x61: // a
+        if (hasWord(buf, j + 1, end, DVISORY)) return true;
+        break;
+      case 0x68: // h
+        if (hasWord(buf, j + 1, end, OLD)) return true;
+        break;
+      case 0x73: // s
+        if (hasWord(buf, j + 1, end, ET_CONFIG)) return true;
+        break;
+      case 0x62: // b
+        if (hasWord(buf, j + 1, end, ACKEND_PID)) return true;
+        break;
+      case 0x3b: { // ;
+        let k = j + 1;
+        while (k < end && (CLASS[buf[k]!]! & 1) !== 0) k++;
+        if (k < end) return true;
+        break;
+      }
+    }
+  }
+  return false;
+}
+
 /**
  * Scans SQL text and returns the {@linkcode Trigger} bits that apply. Runs in time linear in
  * the text and allocates nothing but the lexer.
@@ -321,6 +404,11 @@ export class SqlLexer {
 const shared = new SqlLexer(new Uint8Array(0));
 
 export function scanSql(buf: Uint8Array, start = 0, end = buf.length): number {
+  return mayTrigger(buf, start, end) ? scanSqlTokens(buf, start, end) : 0;
+}
+
+/** {@linkcode scanSql} without its quick look: every token is read. */
+export function scanSqlTokens(buf: Uint8Array, start = 0, end = buf.length): number {
   const lx = shared.reset(buf, start, end);
   let flags = 0;
   let statements = 0;

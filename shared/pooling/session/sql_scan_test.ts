@@ -4,6 +4,7 @@ import {
   findSqlPrepareOps,
   rewriteBackendPid,
   scanSql,
+  scanSqlTokens,
   Trigger,
 } from "./sql_scan.ts";
 
@@ -83,4 +84,55 @@ Deno.test("findCustomSettingNames finds dotted settings set by SET, RESET and se
     "other.y",
     "rls.user",
   ]);
+});
+
+Deno.test("scanSql's quick look never hides a trigger the full scan finds", () => {
+  const pieces = [
+    "select 1",
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 5",
+    "update t set a = 1",
+    "create temp table t (a int)",
+    "CREATE TEMPORARY TABLE x()",
+    "select * into temp t from x",
+    "create table pg_temp.t (a int)",
+    "listen c",
+    "UNLISTEN *",
+    "select pg_advisory_lock(1)",
+    "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)",
+    "select pg_advisory_unlock_all()",
+    "declare c cursor with hold for select 1",
+    "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+    "discard all",
+    "drop table t",
+    "close c",
+    "prepare p as select 1",
+    "EXECUTE p(1)",
+    "deallocate all",
+    "set search_path = a",
+    "RESET ALL",
+    "select set_config('a.b', '1', false)",
+    "select SET_CONFIG('a.b', '1', false)",
+    "select pg_backend_pid()",
+    "select PG_BACKEND_PID()",
+    "(select 1) union (select 2)",
+    "((LISTEN x",
+    "/* c */ listen x",
+    "-- c\nset a = 1",
+    "begin",
+    "BEGIN;",
+    "end;",
+    "select 'temp;' as x",
+  ];
+  const enc2 = new TextEncoder();
+  let checked = 0;
+  for (const a of pieces) {
+    for (const sep of ["", ";", "; ", ";\n", " ; "]) {
+      for (const b of ["", ...pieces]) {
+        const sql = enc2.encode(sep === "" && b !== "" ? a : a + sep + b);
+        assertEquals(scanSql(sql), scanSqlTokens(sql), new TextDecoder().decode(sql));
+        checked++;
+      }
+    }
+  }
+  assertEquals(checked > 5000, true);
 });
