@@ -33,6 +33,7 @@ import {
   startPgbouncer,
   type Table,
 } from "../lib/mod.ts";
+import { median } from "../lib/rounds.ts";
 import { startTestPostgres } from "../../tests/support/postgres.ts";
 import { findPgBindir } from "../../shared/pgbin/mod.ts";
 import { NotAvailableError, poolerUnavailableReason, startTesseraPooler } from "./tessera.ts";
@@ -77,6 +78,7 @@ interface Options {
   idleClients: number;
   skipThroughput: boolean;
   quietWaitS: number;
+  rounds: number;
   portBase: number;
   tesseraArgs: string[];
   json: string | undefined;
@@ -120,6 +122,7 @@ function parseOptions(args: string[]): Options | undefined {
       "idle-clients": { type: "string", default: "10000" },
       "skip-throughput": { type: "boolean", default: false },
       "quiet-wait": { type: "string", default: "0" },
+      rounds: { type: "string", default: "1" },
       "port-base": { type: "string", default: "12900" },
       "tessera-arg": { type: "string", multiple: true, default: [] },
       json: { type: "string" },
@@ -144,6 +147,7 @@ function parseOptions(args: string[]): Options | undefined {
     idleClients: positiveInt("idle-clients", values["idle-clients"], true),
     skipThroughput: values["skip-throughput"],
     quietWaitS: positiveInt("quiet-wait", values["quiet-wait"], true),
+    rounds: positiveInt("rounds", values.rounds),
     portBase,
     tesseraArgs: values["tessera-arg"],
     json: values.json,
@@ -285,6 +289,33 @@ function rowFromResult(
       : result.report.abortedClients,
     exitCode: result.exitCode,
     errors: result.report.errors,
+  };
+}
+
+/**
+ * One row for the rounds of one combination: the median of TPS, mean, p50 and p99 (each over the
+ * rounds), the worst max, and the sums of transactions, failures and aborted clients.
+ */
+function combineRounds(rounds: RunRow[]): RunRow {
+  if (rounds.length === 1) return rounds[0]!;
+  const of = (f: (r: RunRow) => number) => median(rounds.map(f));
+  const sum = (f: (r: RunRow) => number) => rounds.reduce((a, r) => a + f(r), 0);
+  return {
+    ...rounds[0]!,
+    tps: of((r) => r.tps),
+    meanMs: of((r) => r.meanMs),
+    p50Ms: of((r) => r.p50Ms),
+    p99Ms: of((r) => r.p99Ms),
+    maxMs: Math.max(...rounds.map((r) => r.maxMs)),
+    transactions: sum((r) => r.transactions),
+    pgbenchProcessed: sum((r) => r.pgbenchProcessed),
+    pgbenchLatencyAverageMs: of((r) => r.pgbenchLatencyAverageMs),
+    failed: sum((r) => r.failed),
+    abortedClients: sum((r) => r.abortedClients),
+    exitCode: Math.max(...rounds.map((r) => r.exitCode)),
+    errors: rounds.flatMap((r) => r.errors),
+    ourCpuPct: of((r) => r.ourCpuPct),
+    otherCpuPct: Math.max(...rounds.map((r) => r.otherCpuPct)),
   };
 }
 
@@ -523,7 +554,11 @@ async function main(): Promise<number> {
         `pgbench: scale ${opts.scale}, -j ${opts.threads}, -T ${opts.durationS}, --log; ` +
           `pool size ${opts.poolSize} (PgBouncer transaction mode, default_pool_size ` +
           `${opts.poolSize}); all targets over TCP ${HOST}; poolers reach Postgres by its Unix ` +
-          `socket, direct clients log in with SCRAM once per connection`,
+          `socket, direct clients log in with SCRAM once per connection` +
+          (opts.rounds > 1
+            ? `; ${opts.rounds} rounds alternating the targets, each figure the median over ` +
+              `the rounds (max: the worst; failed, aborted: summed; other CPU: the highest)`
+            : ""),
       );
     }
 
@@ -588,7 +623,7 @@ async function main(): Promise<number> {
       };
       const targets = opts.targets.filter((t) => portOf[t] !== undefined);
       const total = opts.protocols.length * opts.workloads.length * opts.clients.length *
-        targets.length;
+        targets.length * opts.rounds;
       const perRun = opts.durationS + 4;
       log(`${total} pgbench runs, about ${Math.ceil((total * perRun) / 60)} min`);
       // The driver parents pgbench and the poolers; the postmaster parents the backends.
@@ -598,56 +633,62 @@ async function main(): Promise<number> {
       for (const protocol of opts.protocols) {
         for (const workload of opts.workloads) {
           for (const clients of opts.clients) {
-            for (const target of targets) {
-              signal.throwIfAborted();
-              n++;
-              if (opts.quietWaitS > 0) await waitForQuiet(meter, opts.quietWaitS, signal);
-              // What pgbench does before a run unless -n, done here directly on Postgres so
-              // every target gets the same, and a pooler is never asked to run VACUUM.
-              await psql(psqlBin, pg.socketDir, pg.port, [
-                "VACUUM pgbench_branches",
-                "VACUUM pgbench_tellers",
-                "TRUNCATE pgbench_history",
-                "CHECKPOINT",
-              ]);
-              const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-log-" });
-              meter.start();
-              const result = await runPgbench({
-                pgbench,
-                host: HOST,
-                port: portOf[target]!,
-                user: USER,
-                database: DATABASE,
-                password: PASSWORD,
-                workload,
-                protocol,
-                clients,
-                threads: opts.threads,
-                durationS: opts.durationS,
-                logDir,
-                signal,
-              });
-              const cpu = meter.stop();
-              await Deno.remove(logDir, { recursive: true });
-              const row = rowFromResult({ protocol, workload, clients, target }, result, cpu);
-              runs.push(row);
-              if (
-                row.transactions !== row.pgbenchProcessed && row.abortedClients === 0
-              ) {
+            // Rounds alternate the targets, so that drift on the machine touches each alike.
+            const byTarget = new Map<Target, RunRow[]>();
+            for (let round = 1; round <= opts.rounds; round++) {
+              for (const target of targets) {
+                signal.throwIfAborted();
+                n++;
+                if (opts.quietWaitS > 0) await waitForQuiet(meter, opts.quietWaitS, signal);
+                // What pgbench does before a run unless -n, done here directly on Postgres so
+                // every target gets the same, and a pooler is never asked to run VACUUM.
+                await psql(psqlBin, pg.socketDir, pg.port, [
+                  "VACUUM pgbench_branches",
+                  "VACUUM pgbench_tellers",
+                  "TRUNCATE pgbench_history",
+                  "CHECKPOINT",
+                ]);
+                const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-log-" });
+                meter.start();
+                const result = await runPgbench({
+                  pgbench,
+                  host: HOST,
+                  port: portOf[target]!,
+                  user: USER,
+                  database: DATABASE,
+                  password: PASSWORD,
+                  workload,
+                  protocol,
+                  clients,
+                  threads: opts.threads,
+                  durationS: opts.durationS,
+                  logDir,
+                  signal,
+                });
+                const cpu = meter.stop();
+                await Deno.remove(logDir, { recursive: true });
+                const row = rowFromResult({ protocol, workload, clients, target }, result, cpu);
+                byTarget.set(target, [...(byTarget.get(target) ?? []), row]);
+                if (
+                  row.transactions !== row.pgbenchProcessed && row.abortedClients === 0
+                ) {
+                  log(
+                    `  note: ${row.transactions} transactions in the logs, pgbench reports ` +
+                      `${row.pgbenchProcessed}`,
+                  );
+                }
                 log(
-                  `  note: ${row.transactions} transactions in the logs, pgbench reports ` +
-                    `${row.pgbenchProcessed}`,
+                  `[${n}/${total}] ${workload} ${protocol} c=${clients} ${target}` +
+                    (opts.rounds > 1 ? ` round ${round}` : "") + ": " +
+                    `${fixed(row.tps, 0)} tps, mean ${fixed(row.meanMs, 3)} ms, ` +
+                    `p99 ${fixed(row.p99Ms, 3)} ms, failed ${row.failed}, aborted ` +
+                    `${row.abortedClients}, CPU ours ${fixed(row.ourCpuPct, 0)}% others ` +
+                    `${fixed(row.otherCpuPct, 0)}%` +
+                    (row.errors.length > 0 ? `; errors: ${row.errors.join(" | ")}` : ""),
                 );
               }
-              log(
-                `[${n}/${total}] ${workload} ${protocol} c=${clients} ${target}: ` +
-                  `${fixed(row.tps, 0)} tps, mean ${fixed(row.meanMs, 3)} ms, ` +
-                  `p99 ${fixed(row.p99Ms, 3)} ms, failed ${row.failed}, aborted ` +
-                  `${row.abortedClients}, CPU ours ${fixed(row.ourCpuPct, 0)}% others ` +
-                  `${fixed(row.otherCpuPct, 0)}%` +
-                  (row.errors.length > 0 ? `; errors: ${row.errors.join(" | ")}` : ""),
-              );
             }
+            for (const target of targets) runs.push(combineRounds(byTarget.get(target)!));
           }
         }
       }
