@@ -334,21 +334,8 @@ export class BackendConn {
     try {
       for (;;) {
         if (!r.advance(await r.read())) break;
-        const owner = this.owner;
-        while (r.next()) {
-          const o = this.owner;
-          if (o === null) this.#idleMessage(r);
-          else o.onBackendMessage(this, r);
-          if (this.#closed) break;
-        }
-        if (owner !== null) {
-          // Also when the connection closed part way through the batch: what the owner was
-          // given before (a whole reply, ReadyForQuery included, when the owner released this
-          // backend and Postgres then ended the connection) must still reach its client.
-          const p = owner.onBackendBatchEnd(this);
-          // After a release mid-batch, this backend must not wait on its former client.
-          if (p !== undefined && this.owner === owner && !this.#closed) await p;
-        }
+        const p = this.#deliver();
+        if (p !== undefined) await p;
         if (this.#closed) return;
       }
     } catch (err) {
@@ -358,6 +345,28 @@ export class BackendConn {
         error ?? new TesseraError(SqlState.connectionFailure, "Postgres closed the connection"),
       );
     }
+  }
+
+  /**
+   * Hands the messages of one read to the owner (or handles them while idle); returns a promise
+   * to wait on before reading again when the owner's client is not keeping up.
+   */
+  #deliver(): Promise<void> | undefined {
+    const r = this.#reader;
+    const owner = this.owner;
+    while (r.next()) {
+      const o = this.owner;
+      if (o === null) this.#idleMessage(r);
+      else o.onBackendMessage(this, r);
+      if (this.#closed) break;
+    }
+    if (owner === null) return undefined;
+    // Also when the connection closed part way through the batch: what the owner was given
+    // before (a whole reply, ReadyForQuery included, when the owner released this backend and
+    // Postgres then ended the connection) must still reach its client.
+    const p = owner.onBackendBatchEnd(this);
+    // After a release mid-batch, this backend must not wait on its former client.
+    return p !== undefined && this.owner === owner && !this.#closed ? p : undefined;
   }
 
   /**
@@ -386,21 +395,10 @@ export class BackendConn {
           return;
         }
         if (!r.advance(n)) break;
-        const owner = this.owner;
-        while (r.next()) {
-          const o = this.owner;
-          if (o === null) this.#idleMessage(r);
-          else o.onBackendMessage(this, r);
-          if (this.#closed) break;
-        }
-        if (owner !== null) {
-          // As in #run: what the owner was given must reach its client, and a backend released
-          // mid-batch does not wait on its former client.
-          const p = owner.onBackendBatchEnd(this);
-          if (p !== undefined && this.owner === owner && !this.#closed) {
-            p.then(this.#pumpFn);
-            return;
-          }
+        const p = this.#deliver();
+        if (p !== undefined) {
+          p.then(this.#pumpFn);
+          return;
         }
         if (this.#closed) break;
       }
