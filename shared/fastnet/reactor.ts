@@ -204,7 +204,7 @@ export class Reactor {
         let n = 0;
         if (rounds < SYNC_ROUNDS) {
           n = s.epoll_wait(this.#ep, this.#events, MAX_EVENTS, 0);
-          // (The clock is an op call: read it every 4th round.)
+          // (The clock is an op call: it is read every 4th round, here and below.)
           if (n > 0 && (rounds & 3) === 3 && performance.now() - since > SYNC_MS) {
             rounds = SYNC_ROUNDS;
           }
@@ -222,7 +222,9 @@ export class Reactor {
           if (this.#watchers.size === 0) break;
           n = s.epoll_wait(this.#ep, this.#events, MAX_EVENTS, JS_WAIT_MS);
           if (n > 0) {
-            rounds = performance.now() - since > SYNC_MS ? SYNC_ROUNDS : rounds + 1;
+            rounds = (rounds & 3) === 3 && performance.now() - since > SYNC_MS
+              ? SYNC_ROUNDS
+              : rounds + 1;
             this.#dispatch(this.#eventsView, n);
             await null;
             await null;
