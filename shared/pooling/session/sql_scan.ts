@@ -342,14 +342,14 @@ function hasWord(buf: Uint8Array, at: number, end: number, word: Uint8Array): bo
   return true;
 }
 
-/** Bytes that may start a substring {@linkcode mayTrigger} looks for: t a h s b, either case, and `;`. */
-const INTEREST = new Uint8Array(256);
-for (const ch of "tahsbTAHSB;") INTEREST[ch.charCodeAt(0)] = 1;
-const EMP = new TextEncoder().encode("emp");
-const DVISORY = new TextEncoder().encode("dvisory");
-const OLD = new TextEncoder().encode("old");
-const ET_CONFIG = new TextEncoder().encode("et_config");
-const ACKEND_PID = new TextEncoder().encode("ackend_pid");
+/** Substrings {@linkcode mayTrigger} looks for. */
+const TRIGGER_WORDS = ["temp", "advisory", "hold", "set_config", "backend_pid"];
+/** For a byte that starts one of them (either case): the rest of that word, lowercase. */
+const REST_OF_WORD: (Uint8Array | undefined)[] = new Array(256);
+for (const word of TRIGGER_WORDS) {
+  const rest = new TextEncoder().encode(word.slice(1));
+  REST_OF_WORD[word.charCodeAt(0)] = REST_OF_WORD[word.toUpperCase().charCodeAt(0)] = rest;
+}
 
 /**
  * A quick look that rules out most statements (plain SELECT, INSERT, UPDATE...) without
@@ -369,30 +369,15 @@ function mayTrigger(buf: Uint8Array, start: number, end: number): boolean {
   const len = j - i;
   if (len < 64 && MAY_BE_KEYWORD[len * 32 + (c & 31)] === 1) return true;
   for (; j < end; j++) {
-    if (INTEREST[buf[j]!] === 0) continue;
-    switch (buf[j]! | 0x20) {
-      case 0x74: // t
-        if (hasWord(buf, j + 1, end, EMP)) return true;
-        break;
-      case 0x61: // a
-        if (hasWord(buf, j + 1, end, DVISORY)) return true;
-        break;
-      case 0x68: // h
-        if (hasWord(buf, j + 1, end, OLD)) return true;
-        break;
-      case 0x73: // s
-        if (hasWord(buf, j + 1, end, ET_CONFIG)) return true;
-        break;
-      case 0x62: // b
-        if (hasWord(buf, j + 1, end, ACKEND_PID)) return true;
-        break;
-      case 0x3b: { // ;
-        let k = j + 1;
-        while (k < end && (CLASS[buf[k]!]! & 1) !== 0) k++;
-        if (k < end) return true;
-        break;
-      }
+    const ch = buf[j]!;
+    if (ch === 0x3b) { // `;`: a second statement unless only spaces follow
+      let k = j + 1;
+      while (k < end && (CLASS[buf[k]!]! & 1) !== 0) k++;
+      if (k < end) return true;
+      continue;
     }
+    const rest = REST_OF_WORD[ch];
+    if (rest !== undefined && hasWord(buf, j + 1, end, rest)) return true;
   }
   return false;
 }
