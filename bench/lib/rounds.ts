@@ -12,3 +12,12 @@ export function median(values: readonly number[]): number {
   const mid = sorted.length >> 1;
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
+
+/**
+ * The order of `targets` in round `round` (from 1): as given in odd rounds, reversed in even
+ * ones, so that over an even number of rounds each target runs first as often as any other, and
+ * a drift that favours the first run of a round favours none of them.
+ */
+export function roundOrder<T>(targets: readonly T[], round: number): T[] {
+  return round % 2 === 1 ? [...targets] : [...targets].reverse();
+}

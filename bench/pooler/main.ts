@@ -33,7 +33,7 @@ import {
   startPgbouncer,
   type Table,
 } from "../lib/mod.ts";
-import { median } from "../lib/rounds.ts";
+import { median, roundOrder } from "../lib/rounds.ts";
 import { startTestPostgres } from "../../tests/support/postgres.ts";
 import { findPgBindir } from "../../shared/pgbin/mod.ts";
 import { NotAvailableError, poolerUnavailableReason, startTesseraPooler } from "./tessera.ts";
@@ -556,7 +556,7 @@ async function main(): Promise<number> {
           `${opts.poolSize}); all targets over TCP ${HOST}; poolers reach Postgres by its Unix ` +
           `socket, direct clients log in with SCRAM once per connection` +
           (opts.rounds > 1
-            ? `; ${opts.rounds} rounds alternating the targets, each figure the median over ` +
+            ? `; ${opts.rounds} rounds alternating the targets (reversed every other round), each figure the median over ` +
               `the rounds (max: the worst; failed, aborted: summed; other CPU: the highest)`
             : ""),
       );
@@ -633,10 +633,12 @@ async function main(): Promise<number> {
       for (const protocol of opts.protocols) {
         for (const workload of opts.workloads) {
           for (const clients of opts.clients) {
-            // Rounds alternate the targets, so that drift on the machine touches each alike.
+            // Rounds alternate the targets, so that drift on the machine touches each alike:
+            // every other round runs them in reverse order (A B, B A, A B, ...), so that no
+            // target always runs first after the reset below.
             const byTarget = new Map<Target, RunRow[]>();
             for (let round = 1; round <= opts.rounds; round++) {
-              for (const target of targets) {
+              for (const target of roundOrder(targets, round)) {
                 signal.throwIfAborted();
                 n++;
                 if (opts.quietWaitS > 0) await waitForQuiet(meter, opts.quietWaitS, signal);
