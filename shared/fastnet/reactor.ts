@@ -21,8 +21,8 @@
  * and is told when they may have changed. Within one round, the events of the connections the
  * process opened itself (a pooler's connections to Postgres) are handed out first: a reply that
  * ends a statement lets its client send the next one while its transaction still holds a backend
- * and row locks. On pgbench tpcb-like at 50 clients this was worth +3 % and +6 % of TPS in two
- * A/B comparisons (4 and 10 alternating rounds).
+ * and row locks. On pgbench tpcb-like at 50 clients this was worth about 3-6 % of TPS (A/B, 10
+ * alternating rounds).
  *
  * @module
  */
