@@ -46,15 +46,11 @@ export class FastConn implements Deno.Conn, Watcher {
   #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
   #writable: WritableStream<Uint8Array<ArrayBufferLike>> | undefined;
 
-  /** Whether the reactor hands this socket its events before other sockets' (see Watcher). */
-  readonly first: boolean;
-
   /**
    * Takes ownership of the connected, non-blocking socket `fd` (closed by {@linkcode close});
-   * `unix` for a Unix socket (no TCP options); `first` for a connection this process opened.
+   * `unix` for a Unix socket (no TCP options).
    */
-  constructor(libc: Libc, reactor: Reactor, fd: number, unix: boolean, first = false) {
-    this.first = first;
+  constructor(libc: Libc, reactor: Reactor, fd: number, unix: boolean) {
     this.#libc = libc;
     this.#reactor = reactor;
     this.#fd = fd;

@@ -1,8 +1,6 @@
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
 import { decodeAddr, inetAddr, unixAddr } from "./addr.ts";
-import { C, openLibc } from "./libc.ts";
 import { type FastConn, type FastNet, openFastNet } from "./mod.ts";
-import { Reactor, type Watcher } from "./reactor.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const linux = Deno.build.os === "linux";
@@ -336,55 +334,5 @@ Deno.test({
     server.close();
     listener.close();
     assertEquals(net().reactor.size, 0);
-  },
-});
-
-Deno.test({
-  name: "fastnet: in one round, the connections the process opened are handed their events first",
-  ignore: !linux,
-  ...opts,
-  async fn() {
-    const libc = openLibc();
-    if (typeof libc === "string") throw new Error(libc);
-    const reactor = new Reactor(libc);
-    const one = new BigUint64Array([1n]);
-    const fds = [0, 1, 2].map(() => libc.sym.eventfd(0, C.EFD_NONBLOCK | C.EFD_CLOEXEC));
-    // Readable before they are watched: the loop's first wait returns all three at once, in the
-    // order they were added.
-    for (const fd of fds) libc.sym.write(fd, new Uint8Array(one.buffer), 8n);
-    const order: string[] = [];
-    let tokens: number[] = [];
-    const done = new Promise<void>((resolve) => {
-      const watcher = (name: string, first: boolean): Watcher => ({
-        first,
-        onEvents() {
-          order.push(name);
-          if (order.length === 3) resolve();
-        },
-      });
-      tokens = [
-        reactor.add(fds[0]!, C.EPOLLIN, watcher("accepted 1", false)),
-        reactor.add(fds[1]!, C.EPOLLIN, watcher("accepted 2", false)),
-        reactor.add(fds[2]!, C.EPOLLIN, watcher("opened", true)),
-      ];
-    });
-    await done;
-    assertEquals(order, ["opened", "accepted 1", "accepted 2"]);
-    fds.forEach((fd, i) => {
-      reactor.remove(fd, tokens[i]!);
-      libc.sym.close(fd);
-    });
-    assertEquals(reactor.size, 0);
-    // A connection this process opens is one of those; one it accepts is not.
-    const listener = net().listen({ hostname: "127.0.0.1", port: 0 });
-    const client = await net().connect({
-      hostname: "127.0.0.1",
-      port: (listener.addr as Deno.NetAddr).port,
-    }) as FastConn;
-    const server = await listener.accept() as FastConn;
-    assertEquals([client.first, server.first], [true, false]);
-    client.close();
-    server.close();
-    listener.close();
   },
 });

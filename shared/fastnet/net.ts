@@ -222,7 +222,7 @@ export class FastNet {
           if (err[0] !== 0) throw errnoError(err[0]!, "connect");
         }
         if (!unix) sym.setsockopt(fd, C.IPPROTO_TCP, C.TCP_NODELAY, int32(1), 4);
-        const conn = new FastConn(this.libc, this.reactor, fd, unix, true);
+        const conn = new FastConn(this.libc, this.reactor, fd, unix);
         ok = true;
         return conn;
       } finally {

@@ -18,11 +18,7 @@
  * JavaScript thread's); the short wait on the JavaScript thread costs one, as in a C server.
  *
  * Sockets are registered edge-triggered: each watcher keeps its own "readable"/"writable" flags
- * and is told when they may have changed. Within one round, the events of the connections the
- * process opened itself (a pooler's connections to Postgres) are handed out first: a reply that
- * ends a statement lets its client send the next one while its transaction still holds a backend
- * and row locks. On pgbench tpcb-like at 50 clients this was worth about 3-6 % of TPS (A/B, 10
- * alternating rounds).
+ * and is told when they may have changed.
  *
  * @module
  */
@@ -33,12 +29,6 @@ import { C, E, type Libc } from "./libc.ts";
 export interface Watcher {
   /** `mask` holds EPOLLIN/EPOLLOUT/EPOLLERR/EPOLLHUP/EPOLLRDHUP bits. */
   onEvents(mask: number): void;
-  /**
-   * Handled before the other watchers of the same round: the connections this process opened
-   * itself (to Postgres, for the pooler). Their bytes are mostly replies that end a statement
-   * whose transaction holds a backend and row locks; a request from a client starts new work.
-   */
-  readonly first?: boolean;
 }
 
 const MAX_EVENTS = 256;
@@ -92,8 +82,6 @@ export class Reactor {
   #ctlView: DataView;
   #wakeBuf = new BigUint64Array([1n]);
   #drainBuf = new Uint8Array(8);
-  /** Indexes of the events {@linkcode #dispatch} hands out after the `first` watchers' ones. */
-  #later = new Int32Array(MAX_EVENTS);
   /** Whether the loop may wait on the JavaScript thread (Deno's epoll descriptors are in the set). */
   #jsWait = false;
   /** Deno's event loop has events: the next wait goes through a worker thread. */
@@ -184,8 +172,6 @@ export class Reactor {
   #dispatch(view: DataView, n: number): void {
     const size = this.#libc.eventSize;
     const dataAt = this.#libc.eventDataOffset;
-    const later = this.#later;
-    let deferred = 0;
     for (let i = 0; i < n; i++) {
       const at = i * size;
       const token = view.getUint32(at + dataAt, true);
@@ -199,22 +185,11 @@ export class Reactor {
       }
       const w = this.#watchers.get(token);
       if (w === undefined) continue;
-      if (w.first !== true) later[deferred++] = i;
-      else this.#deliver(w, view.getUint32(at, true));
-    }
-    for (let k = 0; k < deferred; k++) {
-      const at = later[k]! * size;
-      // (Looked up again: a watcher handled above may have closed this one.)
-      const w = this.#watchers.get(view.getUint32(at + dataAt, true));
-      if (w !== undefined) this.#deliver(w, view.getUint32(at, true));
-    }
-  }
-
-  #deliver(w: Watcher, mask: number): void {
-    try {
-      w.onEvents(mask);
-    } catch {
-      // a watcher's failure is its own: it reports it through its pending promises
+      try {
+        w.onEvents(view.getUint32(at, true));
+      } catch {
+        // a watcher's failure is its own: it reports it through its pending promises
+      }
     }
   }
 
