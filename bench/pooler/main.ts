@@ -556,8 +556,9 @@ async function main(): Promise<number> {
           `${opts.poolSize}); all targets over TCP ${HOST}; poolers reach Postgres by its Unix ` +
           `socket, direct clients log in with SCRAM once per connection` +
           (opts.rounds > 1
-            ? `; ${opts.rounds} rounds alternating the targets (reversed every other round), each figure the median over ` +
-              `the rounds (max: the worst; failed, aborted: summed; other CPU: the highest)`
+            ? `; ${opts.rounds} rounds alternating the targets (reversed every other round), ` +
+              `each figure the median over the rounds (max: the worst; failed, aborted: summed; ` +
+              `other CPU: the highest)`
             : ""),
       );
     }
