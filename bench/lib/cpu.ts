@@ -145,6 +145,90 @@ export class CpuMeter {
   }
 }
 
+/** CPU time and context switches of one process, all its threads together. */
+export interface ProcessUsage {
+  /** utime, in clock ticks. */
+  userTicks: number;
+  /** stime, in clock ticks. */
+  systemTicks: number;
+  /** Times a thread gave up the CPU to wait (for a socket, a lock, a timer). */
+  voluntary: number;
+  /** Times a thread was preempted while it could still run. */
+  involuntary: number;
+}
+
+/** Adds the `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of one thread's status. */
+export function parseContextSwitches(status: string): { voluntary: number; involuntary: number } {
+  const field = (name: string) => {
+    const m = new RegExp(`^${name}:\\s*(\\d+)\\s*$`, "m").exec(status);
+    if (m === null) throw new Error(`no ${name} line in /proc/<pid>/status`);
+    return Number(m[1]);
+  };
+  return {
+    voluntary: field("voluntary_ctxt_switches"),
+    involuntary: field("nonvoluntary_ctxt_switches"),
+  };
+}
+
+/**
+ * Reads `pid`'s usage: CPU from `/proc/<pid>/stat` (every thread), context switches summed over
+ * `/proc/<pid>/task/<tid>/status` (the process's own status counts its main thread only).
+ */
+export function readProcessUsage(pid: number): ProcessUsage {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const close = stat.lastIndexOf(")");
+  if (close < 0) throw new Error("malformed /proc/<pid>/stat: no ')' after the command name");
+  const f = stat.slice(close + 2).trim().split(" ").map(Number);
+  const usage = { userTicks: f[14 - 3]!, systemTicks: f[15 - 3]!, voluntary: 0, involuntary: 0 };
+  if (Number.isNaN(usage.userTicks) || Number.isNaN(usage.systemTicks)) {
+    throw new Error("malformed /proc/<pid>/stat");
+  }
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      const s = parseContextSwitches(
+        Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/status`),
+      );
+      usage.voluntary += s.voluntary;
+      usage.involuntary += s.involuntary;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err; // a thread that ended meanwhile
+    }
+  }
+  return usage;
+}
+
+/** A process's usage over an interval, per transaction. */
+export interface UsagePerTransaction {
+  /** User CPU, microseconds. */
+  userUs: number;
+  /** Kernel CPU, microseconds. */
+  systemUs: number;
+  /** Voluntary context switches. */
+  voluntary: number;
+  /** Involuntary context switches (preemptions). */
+  involuntary: number;
+}
+
+/**
+ * The usage between two readings divided by `transactions` (NaN everywhere when there were
+ * none). `ticksPerSecond` is the kernel's USER_HZ, 100 on Linux.
+ */
+export function usagePerTransaction(
+  before: ProcessUsage,
+  after: ProcessUsage,
+  transactions: number,
+  ticksPerSecond = 100,
+): UsagePerTransaction {
+  const n = transactions > 0 ? transactions : Number.NaN;
+  const us = 1e6 / ticksPerSecond;
+  return {
+    userUs: ((after.userTicks - before.userTicks) * us) / n,
+    systemUs: ((after.systemTicks - before.systemTicks) * us) / n,
+    voluntary: (after.voluntary - before.voluntary) / n,
+    involuntary: (after.involuntary - before.involuntary) / n,
+  };
+}
+
 /** The 1, 5 and 15 minute load averages from `/proc/loadavg`, or `unknown`. */
 export function loadAverage(): string {
   try {

@@ -2,10 +2,13 @@ import { assert, assertEquals, assertThrows } from "../../shared/testing/assert.
 import {
   CpuMeter,
   cpuShare,
+  parseContextSwitches,
   parseProcessTicks,
   parseSystemTicks,
   type ProcessTicks,
+  readProcessUsage,
   treeTicks,
+  usagePerTransaction,
 } from "./cpu.ts";
 
 Deno.test("parseSystemTicks sums busy and total ticks of the aggregate line", () => {
@@ -60,4 +63,38 @@ Deno.test("CpuMeter counts a busy child of this process as ours", async () => {
   const share = meter.stop();
   assert(share.oursPct > 0, `expected some CPU for the busy child, got ${share.oursPct}%`);
   assertThrows(() => meter.stop(), Error, "before start()");
+});
+
+Deno.test("parseContextSwitches reads both counters of a thread's status", () => {
+  const status = "Name:\tdeno\nState:\tS (sleeping)\nvoluntary_ctxt_switches:\t410622\n" +
+    "nonvoluntary_ctxt_switches:\t1888571\n";
+  assertEquals(parseContextSwitches(status), { voluntary: 410622, involuntary: 1888571 });
+  assertThrows(() => parseContextSwitches("Name:\tdeno\n"), Error, "voluntary_ctxt_switches");
+});
+
+Deno.test("usagePerTransaction divides the difference by the transactions", () => {
+  const before = { userTicks: 100, systemTicks: 200, voluntary: 1000, involuntary: 50 };
+  const after = { userTicks: 130, systemTicks: 300, voluntary: 1600, involuntary: 350 };
+  // 30 ticks of 10 ms over 10,000 transactions: 30 µs each.
+  assertEquals(usagePerTransaction(before, after, 10_000), {
+    userUs: 30,
+    systemUs: 100,
+    voluntary: 0.06,
+    involuntary: 0.03,
+  });
+  assert(Number.isNaN(usagePerTransaction(before, after, 0).userUs));
+});
+
+Deno.test("readProcessUsage sees this process's own CPU and its threads' switches", async () => {
+  const before = readProcessUsage(Deno.pid);
+  const end = Date.now() + 200;
+  let x = 0;
+  while (Date.now() < end) x += Math.sqrt(x + 1);
+  await new Promise((r) => setTimeout(r, 20)); // a sleep is a voluntary switch
+  const after = readProcessUsage(Deno.pid);
+  assert(x > 0);
+  // 200 ms of busy loop is about 20 ticks; the kernel charges at least some of them.
+  assert(after.userTicks + after.systemTicks > before.userTicks + before.systemTicks);
+  assert(after.voluntary > before.voluntary);
+  assert(after.involuntary >= before.involuntary);
 });

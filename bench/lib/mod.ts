@@ -11,11 +11,16 @@ export {
   type CpuShare,
   cpuShare,
   loadAverage,
+  parseContextSwitches,
   parseProcessTicks,
   parseSystemTicks,
   type ProcessTicks,
+  type ProcessUsage,
+  readProcessUsage,
   type SystemTicks,
   treeTicks,
+  type UsagePerTransaction,
+  usagePerTransaction,
 } from "./cpu.ts";
 export {
   type IdleClientsHandle,

@@ -27,11 +27,15 @@ import {
   type PgbenchProtocol,
   type PgbenchResult,
   type PgbenchWorkload,
+  type ProcessUsage,
   ratio,
+  readProcessUsage,
   runPgbench,
   sleep,
   startPgbouncer,
   type Table,
+  type UsagePerTransaction,
+  usagePerTransaction,
 } from "../lib/mod.ts";
 import { median, roundOrder } from "../lib/rounds.ts";
 import { startTestPostgres } from "../../tests/support/postgres.ts";
@@ -179,6 +183,8 @@ interface RunRow {
   ourCpuPct: number;
   /** Share of all CPUs used by other processes on the machine during the run, percent. */
   otherCpuPct: number;
+  /** The pooler's own CPU and context switches per transaction (none for `direct`). */
+  pooler: UsagePerTransaction | undefined;
 }
 
 /** A server under the idle-client probe. */
@@ -191,6 +197,15 @@ interface IdleServer {
 /** One idle-client probe's figures. */
 interface IdleRow extends IdleRssResult {
   target: Target;
+}
+
+/** The pooler's usage, or undefined when it cannot be read (it exited: the run says why). */
+function readUsage(pid: number): ProcessUsage | undefined {
+  try {
+    return readProcessUsage(pid);
+  } catch {
+    return undefined;
+  }
 }
 
 function log(message: string): void {
@@ -269,9 +284,11 @@ function rowFromResult(
   key: Pick<RunRow, "protocol" | "workload" | "clients" | "target">,
   result: PgbenchResult,
   cpu: CpuShare,
+  pooler: UsagePerTransaction | undefined,
 ): RunRow {
   return {
     ...key,
+    pooler,
     ourCpuPct: cpu.oursPct,
     otherCpuPct: cpu.othersPct,
     tps: result.report.tps,
@@ -316,6 +333,14 @@ function combineRounds(rounds: RunRow[]): RunRow {
     errors: rounds.flatMap((r) => r.errors),
     ourCpuPct: of((r) => r.ourCpuPct),
     otherCpuPct: Math.max(...rounds.map((r) => r.otherCpuPct)),
+    pooler: rounds.every((r) => r.pooler !== undefined)
+      ? {
+        userUs: of((r) => r.pooler!.userUs),
+        systemUs: of((r) => r.pooler!.systemUs),
+        voluntary: of((r) => r.pooler!.voluntary),
+        involuntary: of((r) => r.pooler!.involuntary),
+      }
+      : undefined,
   };
 }
 
@@ -337,6 +362,8 @@ function throughputTable(rows: RunRow[]): Table {
       "failed",
       "aborted",
       "vs PgBouncer",
+      "pooler CPU µs/tx",
+      "switches/tx",
       "other CPU %",
     ],
     rows: rows.map((row) => [
@@ -350,6 +377,12 @@ function throughputTable(rows: RunRow[]): Table {
       String(row.failed),
       String(row.abortedClients),
       ratio(row.tps / (baseline(row)?.tps ?? Number.NaN)),
+      row.pooler === undefined
+        ? "-"
+        : `${fixed(row.pooler.userUs, 0)} + ${fixed(row.pooler.systemUs, 0)}`,
+      row.pooler === undefined
+        ? "-"
+        : `${fixed(row.pooler.voluntary, 2)} / ${fixed(row.pooler.involuntary, 2)}`,
       fixed(row.otherCpuPct, 0),
     ]),
   };
@@ -652,6 +685,12 @@ async function main(): Promise<number> {
                   "CHECKPOINT",
                 ]);
                 const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-log-" });
+                const poolerPid = target === "pgbouncer"
+                  ? bouncer?.pid
+                  : target === "tessera"
+                  ? tessera?.pid
+                  : undefined;
+                const usageBefore = poolerPid === undefined ? undefined : readUsage(poolerPid);
                 meter.start();
                 const result = await runPgbench({
                   pgbench,
@@ -669,8 +708,17 @@ async function main(): Promise<number> {
                   signal,
                 });
                 const cpu = meter.stop();
+                const usageAfter = poolerPid === undefined ? undefined : readUsage(poolerPid);
                 await Deno.remove(logDir, { recursive: true });
-                const row = rowFromResult({ protocol, workload, clients, target }, result, cpu);
+                const pooler = usageBefore !== undefined && usageAfter !== undefined
+                  ? usagePerTransaction(usageBefore, usageAfter, result.report.processed)
+                  : undefined;
+                const row = rowFromResult(
+                  { protocol, workload, clients, target },
+                  result,
+                  cpu,
+                  pooler,
+                );
                 byTarget.set(target, [...(byTarget.get(target) ?? []), row]);
                 if (
                   row.transactions !== row.pgbenchProcessed && row.abortedClients === 0
@@ -700,7 +748,10 @@ async function main(): Promise<number> {
       console.log(
         "\nTPS: pgbench's, without initial connection time. mean/p99: from pgbench's " +
           "per-transaction logs. failed: failed transactions; aborted: clients pgbench aborted " +
-          "on an error. vs PgBouncer: TPS over PgBouncer's in the same row group. other CPU %: " +
+          "on an error. vs PgBouncer: TPS over PgBouncer's in the same row group. pooler CPU " +
+          "µs/tx: the pooler process's user + kernel CPU per transaction (/proc/<pid>/stat, " +
+          "10 ms ticks). switches/tx: its voluntary / involuntary (preempted) context switches " +
+          "per transaction, all threads. other CPU %: " +
           "share of the machine's CPUs used by processes outside this benchmark during the " +
           "run (above ~5 the row is noisy).",
       );
