@@ -38,12 +38,17 @@ export interface ProcessTicks {
 }
 
 /** Parses `/proc/<pid>/stat` (the command name may hold spaces and parentheses). */
-export function parseProcessTicks(stat: string): ProcessTicks {
+/** Field `n` (from 1, as in proc(5)) of a `/proc/<pid>/stat` line, as a number (NaN when absent). */
+function statFields(stat: string): (field: number) => number {
   const close = stat.lastIndexOf(")");
   if (close < 0) throw new Error("malformed /proc/<pid>/stat: no ')' after the command name");
   // Field 3 (state) is the first after the name; field n is at index n - 3.
   const f = stat.slice(close + 2).trim().split(" ").map(Number);
-  const at = (field: number) => f[field - 3] ?? Number.NaN;
+  return (field: number) => f[field - 3] ?? Number.NaN;
+}
+
+export function parseProcessTicks(stat: string): ProcessTicks {
+  const at = statFields(stat);
   const ticks = { ppid: at(4), self: at(14) + at(15), children: at(16) + at(17) };
   if (Object.values(ticks).some(Number.isNaN)) throw new Error("malformed /proc/<pid>/stat");
   return ticks;
@@ -175,11 +180,8 @@ export function parseContextSwitches(status: string): { voluntary: number; invol
  * `/proc/<pid>/task/<tid>/status` (the process's own status counts its main thread only).
  */
 export function readProcessUsage(pid: number): ProcessUsage {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const close = stat.lastIndexOf(")");
-  if (close < 0) throw new Error("malformed /proc/<pid>/stat: no ')' after the command name");
-  const f = stat.slice(close + 2).trim().split(" ").map(Number);
-  const usage = { userTicks: f[14 - 3]!, systemTicks: f[15 - 3]!, voluntary: 0, involuntary: 0 };
+  const at = statFields(Deno.readTextFileSync(`/proc/${pid}/stat`));
+  const usage = { userTicks: at(14), systemTicks: at(15), voluntary: 0, involuntary: 0 };
   if (Number.isNaN(usage.userTicks) || Number.isNaN(usage.systemTicks)) {
     throw new Error("malformed /proc/<pid>/stat");
   }
