@@ -655,6 +655,12 @@ async function main(): Promise<number> {
         pgbouncer: bouncer?.port,
         tessera: tessera?.port,
       };
+      // The pooler process whose CPU each row reports (none in front of direct).
+      const pidOf: Record<Target, number | undefined> = {
+        direct: undefined,
+        pgbouncer: bouncer?.pid,
+        tessera: tessera?.pid,
+      };
       const targets = opts.targets.filter((t) => portOf[t] !== undefined);
       const total = opts.protocols.length * opts.workloads.length * opts.clients.length *
         targets.length * opts.rounds;
@@ -685,11 +691,7 @@ async function main(): Promise<number> {
                   "CHECKPOINT",
                 ]);
                 const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-log-" });
-                const poolerPid = target === "pgbouncer"
-                  ? bouncer?.pid
-                  : target === "tessera"
-                  ? tessera?.pid
-                  : undefined;
+                const poolerPid = pidOf[target];
                 const usageBefore = poolerPid === undefined ? undefined : readUsage(poolerPid);
                 meter.start();
                 const result = await runPgbench({
