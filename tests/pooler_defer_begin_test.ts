@@ -3,15 +3,19 @@
  * transaction's first statement. The transaction it opens is a real one (rolled back, isolation
  * level and read-only mode as asked), no backend is held between BEGIN and the first statement,
  * and a first statement that cannot get a backend leaves the client in a failed transaction
- * block, as any failed statement would.
+ * block, as any failed statement would. The BEGIN goes out in front of the first statement's
+ * text: error positions still point into the client's own text, a text that does not parse
+ * fails the block (and nothing the client pipelined behind it runs outside the block), and an
+ * empty query or a COPY behind a BEGIN get their own replies.
  */
 import pg from "pg";
 import type { PoolerOptions, PoolerServer } from "../pooler/mod.ts";
 import { withPooler as withPoolerOn } from "./support/pooler.ts";
 import { TesseraError } from "../shared/errors/mod.ts";
-import { PgClient } from "../shared/wire/mod.ts";
+import { Backend, decodeErrorFields, PgClient } from "../shared/wire/mod.ts";
 import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
 import type { TestPostgres } from "./support/postgres.ts";
+import { RawClient } from "./support/raw_client.ts";
 
 const PG_PORT = 12780;
 const POOLER_PORT = 12781;
@@ -148,6 +152,113 @@ Deno.test({
       assertEquals(pooler.stats().pools[0]!.active, 1);
       await a.query("commit");
       assert(pooler.stats().pools[0]!.active <= 1);
+      await a.close();
+    });
+  },
+});
+
+/** The SQLSTATE and position of the errors `sql` gets, in a transaction block, through `c`. */
+async function errorsInBlock(c: RawClient, sql: string): Promise<[string, string][]> {
+  assertEquals(statusOf(await c.query("begin")), "T");
+  const replies = await c.query(sql);
+  assertEquals(statusOf(replies), "E");
+  assertEquals(statusOf(await c.query("rollback")), "I");
+  return errorsOf(replies);
+}
+
+type Reply = { type: number; payload: Uint8Array };
+
+function errorsOf(msgs: Reply[]): [string, string][] {
+  return msgs.filter((m) => m.type === Backend.errorResponse).map((m) => {
+    const f = decodeErrorFields(m.payload);
+    return [f.code, f.position ?? ""];
+  });
+}
+
+function statusOf(msgs: Reply[]): string {
+  return String.fromCharCode(msgs.at(-1)!.payload[0]!);
+}
+
+Deno.test({
+  name: "pooler deferred BEGIN sent with the first statement: errors, pipelining, COPY",
+  ...opts,
+  async fn() {
+    await withPooler({ poolSize: 2, queueTimeoutMs: 60_000 }, async (pooler, db) => {
+      const a = await connect();
+      await one(a, "create table behind_t (x int)");
+      // A runtime error and a syntax error: SQLSTATE and position as on Postgres itself.
+      const direct = await RawClient.connect(`${db.socketDir}/.s.PGSQL.${PG_PORT}`);
+      const r = await RawClient.connect(POOLER_PORT);
+      for (
+        const sql of [
+          "select nosuchcol from behind_t",
+          "insert into behind_t valuez (1)",
+          "  select 1 +",
+        ]
+      ) {
+        const want = await errorsInBlock(direct, sql);
+        assertEquals(want.length, 1, sql);
+        assert(want[0]![1] !== "", sql);
+        assertEquals(await errorsInBlock(r, sql), want, sql);
+        // The block failed: the next statement is refused until the rollback.
+        await a.query("begin");
+        await assertRejects(() => a.query(sql));
+        assertEquals(a.transactionStatus, "E", sql);
+        assertEquals(await sqlState(a.query("select 1")), "25P02", sql);
+        assertEquals((await a.query("rollback"))[0]!.command, "ROLLBACK", sql);
+        assertEquals(a.transactionStatus, "I", sql);
+      }
+      direct.close();
+      assertEquals(pooler.stats().pools[0]!.active, 0);
+
+      // Pipelined behind a text that does not parse: nothing runs outside the block.
+      assertEquals(statusOf(await r.query("begin")), "T");
+      await r.send((w) =>
+        w.query("insert into behind_t valuez (1)").query("insert into behind_t values (2)")
+          .query("commit")
+      );
+      const first = await r.untilReady();
+      assertEquals(errorsOf(first).map(([code]) => code), ["42601"]);
+      assertEquals(statusOf(first), "E");
+      const second = await r.untilReady();
+      assertEquals(errorsOf(second).map(([code]) => code), ["25P02"]);
+      assertEquals(statusOf(second), "E");
+      const third = await r.untilReady();
+      assertEquals(third.map((m) => m.type), [Backend.commandComplete, Backend.readyForQuery]);
+      assertEquals(statusOf(third), "I");
+      assertEquals(await one(a, "select count(*) from behind_t"), "0");
+      // ... and behind one that does: the block holds both, and a rollback undoes both.
+      assertEquals(statusOf(await r.query("begin")), "T");
+      await r.send((w) =>
+        w.query("insert into behind_t values (3)").query("insert into behind_t values (4)")
+          .query("select count(*) from behind_t")
+      );
+      assertEquals(statusOf(await r.untilReady()), "T");
+      assertEquals(statusOf(await r.untilReady()), "T");
+      const counted = await r.untilReady();
+      assertEquals(statusOf(counted), "T");
+      const row = counted.find((m) => m.type === Backend.dataRow)!;
+      assertEquals(new TextDecoder().decode(row.payload.subarray(6)), "2");
+      assertEquals(statusOf(await r.query("rollback")), "I");
+      assertEquals(await one(a, "select count(*) from behind_t"), "0");
+
+      // An empty query behind BEGIN gets its own reply, not BEGIN's.
+      assertEquals(statusOf(await r.query("begin")), "T");
+      const empty = await r.query("  ");
+      assertEquals(empty.map((m) => m.type), [Backend.emptyQueryResponse, Backend.readyForQuery]);
+      assertEquals(statusOf(empty), "T");
+      // COPY FROM STDIN as the first statement.
+      await r.send((w) => w.query("copy behind_t from stdin"));
+      const copying = await r.reader.next();
+      assertEquals(copying?.type, Backend.copyInResponse);
+      await r.send((w) => w.copyData(new TextEncoder().encode("7\n8\n")).copyDone());
+      const copied = await r.untilReady();
+      assertEquals(copied[0]!.type, Backend.commandComplete);
+      assertEquals(new TextDecoder().decode(copied[0]!.payload), "COPY 2\0");
+      assertEquals(statusOf(copied), "T");
+      assertEquals(statusOf(await r.query("commit")), "I");
+      assertEquals(await one(a, "select count(*) from behind_t"), "2");
+      r.close();
       await a.close();
     });
   },

@@ -9,7 +9,6 @@ import { TesseraError } from "../shared/errors/mod.ts";
 import {
   Backend,
   decodeErrorFields,
-  MessageReader,
   MessageWriter,
   PgClient,
   type WireMessage,
@@ -19,6 +18,7 @@ import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts
 import { startTestPostgres, type TestPostgres } from "./support/postgres.ts";
 import { waitFor } from "./support/process.ts";
 import { fastIo } from "./support/fast_io.ts";
+import { RawClient } from "./support/raw_client.ts";
 
 const PG_PORT = 12720;
 const POOLER_PORT = 12721;
@@ -43,88 +43,6 @@ async function withPooler(
   } finally {
     await pooler?.shutdown();
     await db.cleanup();
-  }
-}
-
-/** A client over the pooler speaking the protocol by hand. */
-class RawClient {
-  readonly conn: Deno.Conn;
-  readonly reader: MessageReader;
-  pid = 0;
-  secret = 0;
-
-  private constructor(conn: Deno.Conn) {
-    this.conn = conn;
-    this.reader = new MessageReader(conn);
-  }
-
-  static async connect(port = POOLER_PORT, login = true): Promise<RawClient> {
-    const c = new RawClient(await Deno.connect({ hostname: "127.0.0.1", port }));
-    if (login) {
-      await c.send((w) => w.startupMessage({ user: "postgres", database: "postgres" }));
-      for (const m of await c.untilReady()) {
-        if (m.type === Backend.backendKeyData) {
-          const v = new DataView(m.payload.buffer, m.payload.byteOffset);
-          c.pid = v.getInt32(0);
-          c.secret = v.getInt32(4);
-        }
-      }
-    }
-    return c;
-  }
-
-  async send(build: (w: MessageWriter) => void): Promise<void> {
-    const w = new MessageWriter();
-    build(w);
-    await writeAll(this.conn, w.view());
-  }
-
-  async sendBytes(bytes: number[] | Uint8Array): Promise<void> {
-    await writeAll(this.conn, Uint8Array.from(bytes));
-  }
-
-  /** Messages up to and including ReadyForQuery (copies). */
-  async untilReady(): Promise<{ type: number; payload: Uint8Array }[]> {
-    const out: { type: number; payload: Uint8Array }[] = [];
-    for (;;) {
-      const m = await this.reader.next();
-      if (m === null) throw new Error("connection closed before ReadyForQuery");
-      out.push({ type: m.type, payload: m.payload.slice() });
-      if (m.type === Backend.errorResponse && out.length === 1 && this.pid === 0) {
-        throw new Error(decodeErrorFields(m.payload).message);
-      }
-      if (m.type === Backend.readyForQuery) return out;
-    }
-  }
-
-  async query(sql: string): Promise<{ type: number; payload: Uint8Array }[]> {
-    await this.send((w) => w.query(sql));
-    return await this.untilReady();
-  }
-
-  /** Every message until the pooler closes the connection (fails after 10 s). */
-  async untilClosed(): Promise<WireMessage[]> {
-    const out: WireMessage[] = [];
-    const timer = setTimeout(() => this.close(), 10_000);
-    try {
-      for (;;) {
-        const m = await this.reader.next();
-        if (m === null) return out;
-        out.push(new (m.constructor as typeof WireMessage)(m.raw.slice(), 0, m.type, m.length));
-      }
-    } catch {
-      return out;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // already closed
-    }
   }
 }
 
@@ -159,12 +77,12 @@ Deno.test({
     await withPooler(async (pooler, db) => {
       await direct(db, "create table k (id int)");
       // Killed while idle in a transaction.
-      const a = await RawClient.connect();
+      const a = await RawClient.connect(POOLER_PORT);
       const r = await a.query("begin; insert into k values (1)");
       assertEquals(r.at(-1)!.payload[0], 0x54); // 'T'
       a.close();
       // Killed while its query runs.
-      const b = await RawClient.connect();
+      const b = await RawClient.connect(POOLER_PORT);
       await b.send((w) => w.query("begin; insert into k values (2); select pg_sleep(60)"));
       await waitFor(
         "the query to run",
@@ -318,13 +236,13 @@ Deno.test({
           ["a Bind without terminators", [0x42, 0, 0, 0, 6, 0x61, 0x62]],
         ];
         for (const [what, bytes] of cases) {
-          const c = await RawClient.connect();
+          const c = await RawClient.connect(POOLER_PORT);
           await c.query("select 1");
           await c.sendBytes(bytes);
           assertEquals(errorCodes(await c.untilClosed()), ["08P01"], what);
         }
         // Garbage in the middle of a transaction: closed, and the transaction rolled back.
-        const t = await RawClient.connect();
+        const t = await RawClient.connect(POOLER_PORT);
         await t.query("begin; insert into bad values (1)");
         await t.sendBytes([0x00, 0, 0, 0, 4]);
         assertEquals(errorCodes(await t.untilClosed()), ["08P01"]);
@@ -433,9 +351,9 @@ Deno.test({
         poolSize: 3,
         drainTimeoutMs: 3000,
       });
-      const idle = await RawClient.connect();
-      const inTx = await RawClient.connect();
-      const stuck = await RawClient.connect();
+      const idle = await RawClient.connect(POOLER_PORT);
+      const inTx = await RawClient.connect(POOLER_PORT);
+      const stuck = await RawClient.connect(POOLER_PORT);
       await inTx.query("begin");
       await inTx.query("create table drained (x int)");
       await stuck.query("begin");
@@ -485,8 +403,8 @@ Deno.test({
         poolSize: 2,
         drainTimeoutMs: 0,
       });
-      const idle = await RawClient.connect();
-      const inTx = await RawClient.connect();
+      const idle = await RawClient.connect(POOLER_PORT);
+      const inTx = await RawClient.connect(POOLER_PORT);
       await inTx.query("begin");
       await pooler.shutdown();
       assertEquals(errorCodes(await idle.untilClosed()), ["57P01"]);

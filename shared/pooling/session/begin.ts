@@ -149,3 +149,46 @@ export function isDeferrableBegin(buf: Uint8Array, start: number, end: number): 
   // At most one `;`, and nothing after it.
   return k === w.length || (w[k] === W.semicolon && k === w.length - 1);
 }
+
+/** Whether the first byte of `buf[start, end)` that is not a space is an ASCII letter. */
+export function startsWithLetter(buf: Uint8Array, start: number, end: number): boolean {
+  let i = start;
+  while (i < end && isSpace(buf[i]!)) i++;
+  if (i >= end) return false;
+  const c = buf[i]! | 0x20;
+  return c >= 0x61 && c <= 0x7a;
+}
+
+/**
+ * An ErrorResponse or NoticeResponse (the whole message, `buf[start, end)`) with its position
+ * field (`P`, a 1-based character offset into the query text) moved back by `by` characters,
+ * for a text Postgres got with a deferred BEGIN in front. A position that would fall inside that
+ * BEGIN is left out. Returns a new message; the other fields are copied as they are.
+ */
+export function shiftPosition(buf: Uint8Array, start: number, end: number, by: number): Uint8Array {
+  const out = new Uint8Array(end - start);
+  out[0] = buf[start]!;
+  let o = 5;
+  let i = start + 5;
+  while (i < end && buf[i] !== 0) {
+    let j = i + 1;
+    while (j < end && buf[j] !== 0) j++;
+    if (buf[i] === 0x50) { // 'P'
+      let pos = 0;
+      for (let k = i + 1; k < j; k++) pos = pos * 10 + (buf[k]! - 0x30);
+      pos -= by;
+      if (pos >= 1) {
+        out[o++] = 0x50;
+        for (const d of String(pos)) out[o++] = d.charCodeAt(0);
+        out[o++] = 0;
+      }
+    } else {
+      out.set(buf.subarray(i, Math.min(j + 1, end)), o);
+      o += Math.min(j + 1, end) - i;
+    }
+    i = j + 1;
+  }
+  out[o++] = 0;
+  new DataView(out.buffer).setInt32(1, o - 1);
+  return out.subarray(0, o);
+}

@@ -36,7 +36,7 @@ import type { BackendConn, BackendOwner, Frame } from "../pool/backend.ts";
 import { FrameReader } from "../pool/frame_reader.ts";
 import { Outbox } from "../pool/outbox.ts";
 import { Pool } from "../pool/pool.ts";
-import { isDeferrableBegin } from "./begin.ts";
+import { isDeferrableBegin, shiftPosition, startsWithLetter } from "./begin.ts";
 import { Expect, ExpectQueue } from "./queue.ts";
 import {
   NO_SETTINGS,
@@ -240,7 +240,20 @@ interface QueryPlan {
   /** Canonical names marked present by the query. */
   added: string[];
   index: number;
+  /**
+   * Characters of a deferred BEGIN sent in front of the client's text (0: none): error
+   * positions are moved back by as much.
+   */
+  shift: number;
+  /** With {@linkcode shift}: Postgres has run that BEGIN. */
+  begun: boolean;
 }
+
+/** What a query sent behind a deferred BEGIN swallows: BEGIN's CommandComplete (never written). */
+const SWALLOW_BEGIN: boolean[] = [true];
+/** Never written to: the shared `undo` and `added` of such queries. */
+const NO_UNDO: (() => void)[] = [];
+const NO_ADDED: string[] = [];
 
 interface ReplayAux {
   what: "settings" | "evict" | "rollback" | "restore" | "sql-pin" | "begin";
@@ -595,6 +608,12 @@ export class Session implements BackendOwner {
           }
           // (A retry's new connection may fail too, and its retry start meanwhile.)
           while (this.#retrying !== null) yield this.#retrying;
+          // A query went out behind a deferred BEGIN: until Postgres has run that BEGIN, the
+          // client's next messages wait (see #sendBehindBegin).
+          while (this.#behindBegin) {
+            if (this.#dirty === null) yield this.#beginRan;
+            else yield this.#flushBackend(); // that query must go out first
+          }
           if (this.#clientSkip) {
             if (t === Frontend.sync) {
               this.#clientSkip = false;
@@ -644,7 +663,10 @@ export class Session implements BackendOwner {
               }
             }
           }
-          if (this.#deferredBegin !== null) this.#sendBegin(this.#backend!, this.#deferredBegin);
+          if (
+            this.#deferredBegin !== null &&
+            (t !== Frontend.query || this.#replay !== null || this.#skipping)
+          ) this.#sendBegin(this.#backend!, this.#deferredBegin); // else #onQuery sends it
           this.#handle(r);
         }
         this.#flushOut();
@@ -696,6 +718,66 @@ export class Session implements BackendOwner {
     this.#txn = T;
     this.#dirty = b;
     if (this.#replay !== null) this.#replayBegin = begin;
+  }
+
+  /**
+   * Sends the client's first query with the deferred BEGIN in front of its text, in one Query
+   * message: Postgres runs both with one reply (one ReadyForQuery, one write) instead of two.
+   * BEGIN's CommandComplete is swallowed, and error positions are moved back past it. Should the
+   * text not parse, nothing runs, BEGIN included: the client, told that BEGIN succeeded, gets
+   * its transaction block failed instead (see #beginNotRun). So that nothing it pipelined runs
+   * outside the block meanwhile, its next messages wait until Postgres has run the BEGIN.
+   */
+  #sendBehindBegin(b: BackendConn, begin: Uint8Array, msg: Frame): void {
+    this.#deferredBegin = null;
+    // `begin` is a whole Query message of plain words (see begin.ts): 'Q', length, text, 0.
+    const textEnd = begin.length - 1;
+    b.out.w.begin(Frontend.query).range(begin, 5, textEnd).byte(0x3b).range(
+      msg.buf,
+      msg.start + 5,
+      msg.end,
+    ).end();
+    this.#q.push(Expect.query, {
+      swallow: SWALLOW_BEGIN,
+      undo: NO_UNDO,
+      added: NO_ADDED,
+      index: 0,
+      shift: textEnd - 4,
+      begun: false,
+    } as QueryPlan);
+    this.#txn = T;
+    this.#behindBegin = true;
+  }
+
+  #behindBegin = false;
+  #beginRanResume: ((value: unknown) => void) | null = null;
+  /** The wait of #steps while {@linkcode #behindBegin}. */
+  #beginRan: Wait = (resume) => {
+    this.#beginRanResume = resume;
+  };
+
+  /** Lets the client's next messages through (see #sendBehindBegin). */
+  #endBehindBegin(): void {
+    this.#behindBegin = false;
+    const resume = this.#beginRanResume;
+    if (resume === null) return;
+    this.#beginRanResume = null;
+    queueMicrotask(() => resume(undefined));
+  }
+
+  /**
+   * The query sent behind a deferred BEGIN did not parse: Postgres ran nothing and is idle. The
+   * client's transaction block fails here, as it would have with BEGIN run on its own, and the
+   * backend goes back to the pool (nothing ran on it).
+   */
+  #beginNotRun(b: BackendConn): void {
+    this.#ow.readyForQuery("E");
+    this.#q.shift();
+    this.#failedTxn = true;
+    this.#failedError = null;
+    this.#triggers = 0; // what the text seemed to do, it did not
+    this.#ready(b, I);
+    this.#endBehindBegin();
   }
 
   async #flushBackend(): Promise<void> {
@@ -1009,6 +1091,7 @@ export class Session implements BackendOwner {
       }
     });
     this.#q.clear();
+    if (this.#behindBegin) this.#endBehindBegin();
   }
 
   /** Calls `fn` for every response still expected, the first one included. */
@@ -1206,7 +1289,19 @@ export class Session implements BackendOwner {
     }
     const flags = scanSql(buf, msg.start + 5, last);
     this.#triggers |= flags;
-    if (
+    const begin = this.#deferredBegin;
+    if (begin !== null) {
+      // A text that starts with a word holds a statement (an empty one must not get BEGIN's
+      // reply in place of its EmptyQueryResponse).
+      if (
+        (flags & (Trigger.sqlPrepare | Trigger.backendPid | SETTING_NAMES)) === 0 &&
+        startsWithLetter(buf, msg.start + 5, last)
+      ) {
+        this.#sendBehindBegin(b, begin, msg);
+        return;
+      }
+      this.#sendBegin(b, begin);
+    } else if (
       b.prepared.size > this.#host.preparedCacheSize && this.#q.size === 0 && !this.#extOpen &&
       this.#txn !== E
     ) this.#evict(b); // only here is the transaction state known (nothing outstanding)
@@ -1251,7 +1346,14 @@ export class Session implements BackendOwner {
     if (ops.length === 0) return null;
     const starts = statementStarts(text);
     const sqlStmts = this.#sqlStmts ??= new Map();
-    const plan: QueryPlan = { swallow: [], undo: [], added: [], index: 0 };
+    const plan: QueryPlan = {
+      swallow: [],
+      undo: [],
+      added: [],
+      index: 0,
+      shift: 0,
+      begun: false,
+    };
     const parts: Uint8Array[] = [];
     let copied = 0;
     const inject = (at: number, sql: string, undo?: () => void) => {
@@ -1644,7 +1746,12 @@ export class Session implements BackendOwner {
     const kind = q.headKind;
     switch (t) {
       case Backend.noticeResponse:
-        if (kind < Expect.replay) this.#fwd(msg);
+        if (kind < Expect.replay) {
+          const plan = kind === Expect.query ? q.headAux as QueryPlan | undefined : undefined;
+          if (plan !== undefined && plan.shift > 0) {
+            this.#ow.bytes(shiftPosition(msg.buf, msg.start, msg.end, plan.shift));
+          } else this.#fwd(msg);
+        }
         return;
       case Backend.parameterStatus:
         if (kind < Expect.replay) {
@@ -1758,6 +1865,10 @@ export class Session implements BackendOwner {
     const plan = this.#q.headAux as QueryPlan | undefined;
     switch (msg.type) {
       case Backend.readyForQuery:
+        if (plan !== undefined && plan.shift > 0 && !plan.begun) {
+          this.#beginNotRun(b);
+          return;
+        }
         this.#fwd(msg);
         this.#q.shift();
         this.#ready(b, msg.buf[msg.start + 5]!);
@@ -1765,13 +1876,23 @@ export class Session implements BackendOwner {
       case Backend.commandComplete:
         this.#replay = null; // a statement ran (it may have committed): never run it twice
         this.#checkTag(b, msg);
-        if (plan !== undefined && plan.swallow[plan.index++] === true) return;
+        if (plan !== undefined && plan.swallow[plan.index++] === true) {
+          if (plan.shift > 0 && !plan.begun) {
+            plan.begun = true;
+            this.#endBehindBegin();
+          }
+          return;
+        }
         break;
       case Backend.errorResponse:
         if (plan !== undefined) {
           // This statement and the rest of the query did not run.
           for (let i = plan.undo.length - 1; i >= plan.index; i--) plan.undo[i]?.();
           plan.index = plan.undo.length;
+          if (plan.shift > 0) {
+            this.#ow.bytes(shiftPosition(msg.buf, msg.start, msg.end, plan.shift));
+            return;
+          }
         }
         break;
       case Backend.copyInResponse:
@@ -2037,6 +2158,7 @@ export class Session implements BackendOwner {
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
     this.#q.clear();
+    if (this.#behindBegin) this.#endBehindBegin();
     this.#pool!.discard(b);
   }
 
@@ -2091,6 +2213,7 @@ export class Session implements BackendOwner {
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
     this.#q.clear();
+    if (this.#behindBegin) this.#endBehindBegin();
     this.#pool!.discard(b);
     if (this.#establishing !== null) {
       this.#establishing.reject(err);
