@@ -190,7 +190,7 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       flag: "defer-begin",
       env: "POOLER_DEFER_BEGIN",
       description:
-        "on: a plain BEGIN is answered at once and sent with the transaction's first statement; off: sent when received (default on)",
+        "on: a plain BEGIN is answered at once and sent with the transaction's first statement (in front of a simple query's text, as one message); off: sent when received (default on)",
     },
     drainTimeout: {
       flag: "drain-timeout",

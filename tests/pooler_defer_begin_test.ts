@@ -186,6 +186,10 @@ Deno.test({
     await withPooler({ poolSize: 2, queueTimeoutMs: 60_000 }, async (pooler, db) => {
       const a = await connect();
       await one(a, "create table behind_t (x int)");
+      // Postgres gets the BEGIN in front of the first statement, in one query.
+      await a.query("BEGIN ;");
+      assertEquals(await one(a, "select current_query()"), "BEGIN;select current_query()");
+      await a.query("rollback");
       // A runtime error and a syntax error: SQLSTATE and position as on Postgres itself.
       const direct = await RawClient.connect(`${db.socketDir}/.s.PGSQL.${PG_PORT}`);
       const r = await RawClient.connect(POOLER_PORT);

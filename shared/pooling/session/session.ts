@@ -731,7 +731,9 @@ export class Session implements BackendOwner {
   #sendBehindBegin(b: BackendConn, begin: Uint8Array, msg: Frame): void {
     this.#deferredBegin = null;
     // `begin` is a whole Query message of plain words (see begin.ts): 'Q', length, text, 0.
-    const textEnd = begin.length - 1;
+    // Its own `;` and trailing spaces are left out: Postgres gets `BEGIN;<the client's text>`.
+    let textEnd = begin.length - 1;
+    while (textEnd > 5 && (begin[textEnd - 1] === 0x3b || begin[textEnd - 1]! <= 0x20)) textEnd--;
     b.out.w.begin(Frontend.query).range(begin, 5, textEnd).byte(0x3b).range(
       msg.buf,
       msg.start + 5,
