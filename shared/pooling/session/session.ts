@@ -252,7 +252,7 @@ interface QueryPlan {
 /** What a query sent behind a deferred BEGIN swallows: BEGIN's CommandComplete (never written). */
 const SWALLOW_BEGIN: boolean[] = [true];
 /** Never written to: the shared `undo` and `added` of such queries. */
-const NO_UNDO: (() => void)[] = [];
+const NO_UNDO: ((() => void) | undefined)[] = [];
 const NO_ADDED: string[] = [];
 
 interface ReplayAux {
@@ -746,7 +746,7 @@ export class Session implements BackendOwner {
       index: 0,
       shift: textEnd - 4,
       begun: false,
-    } as QueryPlan);
+    });
     this.#txn = T;
     this.#behindBegin = true;
   }
@@ -757,6 +757,12 @@ export class Session implements BackendOwner {
   #beginRan: Wait = (resume) => {
     this.#beginRanResume = resume;
   };
+
+  /** Forgets every response still expected (the backend is gone or its state unknown). */
+  #dropExpected(): void {
+    this.#q.clear();
+    if (this.#behindBegin) this.#endBehindBegin();
+  }
 
   /** Lets the client's next messages through (see #sendBehindBegin). */
   #endBehindBegin(): void {
@@ -1092,8 +1098,7 @@ export class Session implements BackendOwner {
         this.#undo(b, kind, aux);
       }
     });
-    this.#q.clear();
-    if (this.#behindBegin) this.#endBehindBegin();
+    this.#dropExpected();
   }
 
   /** Calls `fn` for every response still expected, the first one included. */
@@ -2159,8 +2164,7 @@ export class Session implements BackendOwner {
   #discard(b: BackendConn): void {
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
-    this.#q.clear();
-    if (this.#behindBegin) this.#endBehindBegin();
+    this.#dropExpected();
     this.#pool!.discard(b);
   }
 
@@ -2214,8 +2218,7 @@ export class Session implements BackendOwner {
     }
     this.#backend = null;
     if (this.#dirty === b) this.#dirty = null;
-    this.#q.clear();
-    if (this.#behindBegin) this.#endBehindBegin();
+    this.#dropExpected();
     this.#pool!.discard(b);
     if (this.#establishing !== null) {
       this.#establishing.reject(err);
