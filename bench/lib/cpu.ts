@@ -37,8 +37,10 @@ export interface ProcessTicks {
   children: number;
 }
 
-/** Parses `/proc/<pid>/stat` (the command name may hold spaces and parentheses). */
-/** Field `n` (from 1, as in proc(5)) of a `/proc/<pid>/stat` line, as a number (NaN when absent). */
+/**
+ * Field `n` (from 1, as in proc(5)) of a `/proc/<pid>/stat` line, as a number (NaN when absent);
+ * the command name may hold spaces and parentheses.
+ */
 function statFields(stat: string): (field: number) => number {
   const close = stat.lastIndexOf(")");
   if (close < 0) throw new Error("malformed /proc/<pid>/stat: no ')' after the command name");
@@ -47,6 +49,7 @@ function statFields(stat: string): (field: number) => number {
   return (field: number) => f[field - 3] ?? Number.NaN;
 }
 
+/** Parses `/proc/<pid>/stat` into the ticks of the process and of its waited-for children. */
 export function parseProcessTicks(stat: string): ProcessTicks {
   const at = statFields(stat);
   const ticks = { ppid: at(4), self: at(14) + at(15), children: at(16) + at(17) };
