@@ -104,6 +104,11 @@ export interface CpuShare {
   oursPct: number;
   /** Share of all CPUs used by everything else, percent. */
   othersPct: number;
+  /**
+   * Share of all CPUs left idle (idle and iowait ticks; stolen time counts as busy), percent. With
+   * a pooler in the path, CPUs that idle while clients wait show time spent waiting on the pooler.
+   */
+  idlePct: number;
 }
 
 /** Computes the shares from two snapshots of system and tree ticks. */
@@ -112,12 +117,13 @@ export function cpuShare(
   after: { system: SystemTicks; ours: number },
 ): CpuShare {
   const total = after.system.total - before.system.total;
-  if (total <= 0) return { oursPct: Number.NaN, othersPct: Number.NaN };
+  if (total <= 0) return { oursPct: Number.NaN, othersPct: Number.NaN, idlePct: Number.NaN };
   const busy = after.system.busy - before.system.busy;
   const ours = Math.max(0, after.ours - before.ours);
   return {
     oursPct: (100 * Math.min(ours, busy)) / total,
     othersPct: (100 * Math.max(0, busy - ours)) / total,
+    idlePct: (100 * Math.max(0, total - busy)) / total,
   };
 }
 

@@ -45,12 +45,13 @@ Deno.test("cpuShare splits busy time between ours and others", () => {
     { system: { busy: 1000, total: 5000 }, ours: 300 },
     { system: { busy: 1600, total: 6000 }, ours: 750 },
   );
-  assertEquals(share, { oursPct: 45, othersPct: 15 });
+  assertEquals(share, { oursPct: 45, othersPct: 15, idlePct: 40 });
   const none = cpuShare({ system: { busy: 1, total: 1 }, ours: 0 }, {
     system: { busy: 1, total: 1 },
     ours: 0,
   });
   assert(Number.isNaN(none.othersPct));
+  assert(Number.isNaN(none.idlePct));
 });
 
 Deno.test("CpuMeter counts a busy child of this process as ours", async () => {

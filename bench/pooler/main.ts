@@ -183,6 +183,8 @@ interface RunRow {
   ourCpuPct: number;
   /** Share of all CPUs used by other processes on the machine during the run, percent. */
   otherCpuPct: number;
+  /** Share of all CPUs left idle during the run, percent. */
+  idleCpuPct: number;
   /** The pooler's own CPU and context switches per transaction (none for `direct`). */
   pooler: UsagePerTransaction | undefined;
 }
@@ -291,6 +293,7 @@ function rowFromResult(
     pooler,
     ourCpuPct: cpu.oursPct,
     otherCpuPct: cpu.othersPct,
+    idleCpuPct: cpu.idlePct,
     tps: result.report.tps,
     meanMs: result.latency.meanMs,
     p50Ms: result.latency.p50Ms,
@@ -333,6 +336,7 @@ function combineRounds(rounds: RunRow[]): RunRow {
     errors: rounds.flatMap((r) => r.errors),
     ourCpuPct: of((r) => r.ourCpuPct),
     otherCpuPct: Math.max(...rounds.map((r) => r.otherCpuPct)),
+    idleCpuPct: of((r) => r.idleCpuPct),
     pooler: rounds.every((r) => r.pooler !== undefined)
       ? {
         userUs: of((r) => r.pooler!.userUs),
@@ -364,6 +368,7 @@ function throughputTable(rows: RunRow[]): Table {
       "vs PgBouncer",
       "pooler CPU µs/tx",
       "switches/tx",
+      "idle CPU %",
       "other CPU %",
     ],
     rows: rows.map((row) => [
@@ -383,6 +388,7 @@ function throughputTable(rows: RunRow[]): Table {
       row.pooler === undefined
         ? "-"
         : `${fixed(row.pooler.voluntary, 2)} / ${fixed(row.pooler.involuntary, 2)}`,
+      fixed(row.idleCpuPct, 0),
       fixed(row.otherCpuPct, 0),
     ]),
   };
@@ -736,7 +742,7 @@ async function main(): Promise<number> {
                     `${fixed(row.tps, 0)} tps, mean ${fixed(row.meanMs, 3)} ms, ` +
                     `p99 ${fixed(row.p99Ms, 3)} ms, failed ${row.failed}, aborted ` +
                     `${row.abortedClients}, CPU ours ${fixed(row.ourCpuPct, 0)}% others ` +
-                    `${fixed(row.otherCpuPct, 0)}%` +
+                    `${fixed(row.otherCpuPct, 0)}% idle ${fixed(row.idleCpuPct, 0)}%` +
                     (row.errors.length > 0 ? `; errors: ${row.errors.join(" | ")}` : ""),
                 );
               }
@@ -753,7 +759,9 @@ async function main(): Promise<number> {
           "on an error. vs PgBouncer: TPS over PgBouncer's in the same row group. pooler CPU " +
           "µs/tx: the pooler process's user + kernel CPU per transaction (/proc/<pid>/stat, " +
           "10 ms ticks). switches/tx: its voluntary / involuntary (preempted) context switches " +
-          "per transaction, all threads. other CPU %: " +
+          "per transaction, all threads. idle CPU %: share of the machine's CPUs left idle " +
+          "(median over the rounds; on a saturated machine, time in which everything waited, " +
+          "often on the pooler). other CPU %: " +
           "share of the machine's CPUs used by processes outside this benchmark during the " +
           "run (above ~5 the row is noisy).",
       );
