@@ -2,11 +2,12 @@
  * The least a transaction pooler written in Deno can do, on the pooler's own fast socket path
  * (`shared/fastnet`, epoll and recv/send through libc FFI) and framing reader: a client gets a
  * pooled Postgres connection at its first message and gives it back at ReadyForQuery 'I', and
- * every byte in between is forwarded as read. It keeps no session state (SET, prepared
+ * every byte in between is forwarded as read. Like the pooler, it reads and writes in plain
+ * callbacks from the reactor (`readNow` / `whenReadable` / `tryWrite`), with no promise per read,
+ * and a promise only where it must wait (startup, a full socket). It keeps no session state (SET, prepared
  * statements, temporary tables), parses no SQL, answers no BEGIN itself, authenticates nobody and
  * forwards no cancel request: it is not a pooler anyone should use, only the floor that any
- * pooler written in Deno this way pays on this machine. bench/pooler runs it as the `floor`
- * target beside PgBouncer and Tessera's pooler (see bench/pooler/README.md).
+ * pooler written in Deno this way pays on this machine (see bench/pooler/README.md, "Floors").
  *
  * `deno task bench-floor --listen HOST:PORT --postgres-socket-dir DIR --postgres-port N
  * --pool-size N [--user U] [--database D]`
@@ -77,42 +78,71 @@ class Server {
     this.#pool = pool;
   }
 
-  async run(): Promise<void> {
+  /** Starts forwarding Postgres's replies (in a microtask: the caller keeps the server first). */
+  run(): void {
+    queueMicrotask(this.#pump);
+  }
+
+  /** Reads what arrived and forwards it; at ReadyForQuery 'I' the server goes back to the pool. */
+  #pump = (): void => {
     const r = this.#reader;
-    try {
-      for (;;) {
-        let spanStart = -1;
-        let spanEnd = 0;
-        let release = false;
-        while (r.next()) {
-          if (spanStart < 0) spanStart = r.start;
-          spanEnd = r.end;
-          if (r.type === Z && --this.pending <= 0) {
-            this.pending = 0;
-            release = r.buf[r.end - 1] === IDLE;
-          }
-        }
-        if (spanStart >= 0 && this.client !== null) {
-          const c = this.client;
-          if (release) this.client = null;
-          try {
-            await writeAll(c.conn, r.buf.subarray(spanStart, spanEnd));
-          } catch {
-            c.close();
-          }
-          if (release) {
-            c.server = null;
-            this.#pool.release(this);
-          }
-        }
-        if (!r.advance(await r.read())) break;
+    for (;;) {
+      let n: number | null | undefined;
+      try {
+        n = r.readNow();
+      } catch {
+        n = null;
       }
-    } catch {
-      // Postgres went away: the server is dropped below
+      if (n === undefined) {
+        r.whenReadable(this.#pump);
+        return;
+      }
+      if (n === null || !r.advance(n)) break;
+      let spanStart = -1;
+      let spanEnd = 0;
+      let release = false;
+      while (r.next()) {
+        if (spanStart < 0) spanStart = r.start;
+        spanEnd = r.end;
+        if (r.type === Z && --this.pending <= 0) {
+          this.pending = 0;
+          release = r.buf[r.end - 1] === IDLE;
+        }
+      }
+      const c = this.client;
+      if (spanStart < 0 || c === null) continue;
+      send(c.conn, r.buf, spanStart, spanEnd, () => c.close());
+      if (release) {
+        this.client = null;
+        c.server = null;
+        this.#pool.release(this);
+      }
     }
+    // Postgres went away (or the connection broke): the server is dropped.
     this.#pool.drop(this);
     this.client?.close();
+  };
+}
+
+/**
+ * Sends `buf[start, end)` now; what the socket does not take at once is copied and written when
+ * there is room (`failed` on an error).
+ */
+function send(
+  conn: FastConn,
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  failed: () => void,
+): void {
+  let done = 0;
+  try {
+    done = conn.tryWrite(start === 0 ? buf : buf.subarray(start), end - start);
+  } catch {
+    failed();
+    return;
   }
+  if (done < end - start) writeAll(conn, buf.slice(start + done, end)).catch(failed);
 }
 
 /** The pool: idle servers (last in, first out, as PgBouncer) and clients waiting for one. */
@@ -170,8 +200,9 @@ class Pool {
     return this.#idle.pop();
   }
 
-  wait(): Promise<Server> {
-    return new Promise((resolve) => this.#waiters.push(resolve));
+  /** Calls `got` with a server as soon as one is released (first come, first served). */
+  wait(got: (s: Server) => void): void {
+    this.#waiters.push(got);
   }
 
   release(s: Server): void {
@@ -215,33 +246,10 @@ class Client {
   async run(pool: Pool): Promise<void> {
     try {
       if (!(await this.#startup(pool))) return;
-      const r = new FrameReader(this.conn, 1024);
-      for (;;) {
-        let spanStart = -1;
-        let spanEnd = 0;
-        let ends = 0;
-        let quit = false;
-        while (r.next()) {
-          if (r.type === TERMINATE) {
-            quit = true;
-            break;
-          }
-          if (spanStart < 0) spanStart = r.start;
-          spanEnd = r.end;
-          if (r.type === QUERY || r.type === SYNC) ends++;
-        }
-        if (spanStart >= 0) {
-          let s = this.server;
-          if (s === null) {
-            s = pool.take() ?? await pool.wait();
-            this.server = s;
-            s.client = this;
-          }
-          s.pending += ends;
-          await writeAll(s.conn, r.buf.subarray(spanStart, spanEnd));
-        }
-        if (quit || !r.advance(await r.read())) break;
-      }
+      this.#reader = new FrameReader(this.conn, 1024);
+      this.#pool = pool;
+      this.#pump();
+      return;
     } catch {
       // the client went away or broke the protocol
     }
@@ -253,6 +261,85 @@ class Client {
       s.client = null;
       pool.drop(s);
     }
+  }
+
+  #reader: FrameReader | null = null;
+  #pool: Pool | null = null;
+  /** Messages read while no server was free (still in the reader's buffer: reading waits). */
+  #heldStart = 0;
+  #heldEnd = 0;
+  #heldEnds = 0;
+
+  /** Ends the client; a server it held mid-transaction is in an unknown state and is dropped. */
+  #end(): void {
+    this.close();
+    const s = this.server;
+    if (s !== null) {
+      this.server = null;
+      s.client = null;
+      this.#pool!.drop(s);
+    }
+  }
+
+  /** Reads the client's messages and sends them to its server, taking one first. */
+  #pump = (): void => {
+    const r = this.#reader!;
+    for (;;) {
+      let n: number | null | undefined;
+      try {
+        n = r.readNow();
+      } catch {
+        n = null;
+      }
+      if (n === undefined) {
+        r.whenReadable(this.#pump);
+        return;
+      }
+      if (n === null || !r.advance(n)) return this.#end();
+      let spanStart = -1;
+      let spanEnd = 0;
+      let ends = 0;
+      let quit = false;
+      while (r.next()) {
+        if (r.type === TERMINATE) {
+          quit = true;
+          break;
+        }
+        if (spanStart < 0) spanStart = r.start;
+        spanEnd = r.end;
+        if (r.type === QUERY || r.type === SYNC) ends++;
+      }
+      if (spanStart >= 0) {
+        const s = this.server ?? this.#pool!.take();
+        if (s === undefined) {
+          if (quit) return this.#end();
+          // Nothing more is read until a server comes, so the bytes stay where they are.
+          this.#heldStart = spanStart;
+          this.#heldEnd = spanEnd;
+          this.#heldEnds = ends;
+          this.#pool!.wait(this.#got);
+          return;
+        }
+        this.#forward(s, r.buf, spanStart, spanEnd, ends);
+      }
+      if (quit) return this.#end();
+    }
+  };
+
+  #got = (s: Server): void => {
+    if (this.#closed) {
+      this.#pool!.release(s);
+      return;
+    }
+    this.#forward(s, this.#reader!.buf, this.#heldStart, this.#heldEnd, this.#heldEnds);
+    this.#pump();
+  };
+
+  #forward(s: Server, buf: Uint8Array, start: number, end: number, ends: number): void {
+    this.server = s;
+    s.client = this;
+    s.pending += ends;
+    send(s.conn, buf, start, end, () => this.#end());
   }
 
   async #startup(pool: Pool): Promise<boolean> {
