@@ -2198,7 +2198,12 @@ export class Session implements BackendOwner {
    * client is not keeping up (a large result), which holds back reading from the backend.
    */
   onBackendBatchEnd(_b: BackendConn): Promise<void> | undefined {
-    this.#flushSpan();
+    const buf = this.#spanBuf;
+    if (buf !== null) {
+      this.#spanBuf = null;
+      // Forwarded replies with nothing queued before them leave from the backend's buffer.
+      if (this.#out.sendNow(buf, this.#spanStart, this.#spanEnd)) return undefined;
+    }
     return this.#out.push(256 * 1024);
   }
 
