@@ -87,17 +87,9 @@ class Server {
   #pump = (): void => {
     const r = this.#reader;
     for (;;) {
-      let n: number | null | undefined;
-      try {
-        n = r.readNow();
-      } catch {
-        n = null;
-      }
-      if (n === undefined) {
-        r.whenReadable(this.#pump);
-        return;
-      }
-      if (n === null || !r.advance(n)) break;
+      const more = readMore(r, this.#pump);
+      if (more === undefined) return;
+      if (!more) break;
       let spanStart = -1;
       let spanEnd = 0;
       let release = false;
@@ -122,6 +114,24 @@ class Server {
     this.#pool.drop(this);
     this.client?.close();
   };
+}
+
+/**
+ * Reads what `r`'s connection has: true when bytes came, false at the end of the stream or on an
+ * error, undefined when nothing is there yet (`again` is then called when there may be).
+ */
+function readMore(r: FrameReader, again: () => void): boolean | undefined {
+  let n: number | null | undefined;
+  try {
+    n = r.readNow();
+    if (n === undefined) {
+      r.whenReadable(again);
+      return undefined;
+    }
+    return n !== null && r.advance(n);
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -285,17 +295,9 @@ class Client {
   #pump = (): void => {
     const r = this.#reader!;
     for (;;) {
-      let n: number | null | undefined;
-      try {
-        n = r.readNow();
-      } catch {
-        n = null;
-      }
-      if (n === undefined) {
-        r.whenReadable(this.#pump);
-        return;
-      }
-      if (n === null || !r.advance(n)) return this.#end();
+      const more = readMore(r, this.#pump);
+      if (more === undefined) return;
+      if (!more) return this.#end();
       let spanStart = -1;
       let spanEnd = 0;
       let ends = 0;
