@@ -80,31 +80,6 @@ export class Outbox {
     return p !== RESOLVED && this.backlog >= limit ? p : undefined;
   }
 
-  /**
-   * Sends `buf[start, end)` straight from `buf` when nothing is queued or being written before it
-   * (the usual reply of a transaction: no copy), and appends what the socket does not take at once
-   * (or all of it, when something is queued) to go out at the next {@linkcode flush}. Returns
-   * whether all of it went out. `buf` may be reused as soon as this returns.
-   */
-  sendNow(buf: Uint8Array, start: number, end: number): boolean {
-    if (
-      this.#sync !== null && this.#writing === null && !this.#failed &&
-      (this.#pending === null || this.#pending.length === 0)
-    ) {
-      let n: number;
-      try {
-        n = this.#sync.tryWrite(start === 0 ? buf : buf.subarray(start), end - start);
-      } catch (err) {
-        this.#writeFailed(err);
-        return true; // reported; nothing more goes out
-      }
-      if (n === end - start) return true;
-      start += n;
-    }
-    this.w.range(buf, start, end);
-    return false;
-  }
-
   /** Whether a write has failed (or {@linkcode close} was called). */
   get failed(): boolean {
     return this.#failed;

@@ -2198,12 +2198,7 @@ export class Session implements BackendOwner {
    * client is not keeping up (a large result), which holds back reading from the backend.
    */
   onBackendBatchEnd(_b: BackendConn): Promise<void> | undefined {
-    const buf = this.#spanBuf;
-    if (buf !== null) {
-      this.#spanBuf = null;
-      // Forwarded replies with nothing queued before them leave from the backend's buffer.
-      if (this.#out.sendNow(buf, this.#spanStart, this.#spanEnd)) return undefined;
-    }
+    this.#flushSpan();
     return this.#out.push(256 * 1024);
   }
 
