@@ -4,10 +4,10 @@
  * pooled Postgres connection at its first message and gives it back at ReadyForQuery 'I', and
  * every byte in between is forwarded as read. Like the pooler, it reads and writes in plain
  * callbacks from the reactor (`readNow` / `whenReadable` / `tryWrite`), with no promise per read,
- * and a promise only where it must wait (startup, a full socket). It keeps no session state (SET, prepared
- * statements, temporary tables), parses no SQL, answers no BEGIN itself, authenticates nobody and
- * forwards no cancel request: it is not a pooler anyone should use, only the floor that any
- * pooler written in Deno this way pays on this machine (see bench/pooler/README.md, "Floors").
+ * and a promise only where it must wait (startup, a full socket). It keeps no session state (SET,
+ * prepared statements, temporary tables), parses no SQL, answers no BEGIN itself, authenticates
+ * nobody and forwards no cancel request: it is not a pooler anyone should use, only the floor that
+ * any pooler written in Deno this way pays on this machine (see bench/pooler/README.md, "Floors").
  *
  * `deno task bench-floor --listen HOST:PORT --postgres-socket-dir DIR --postgres-port N
  * --pool-size N [--user U] [--database D]`
@@ -261,16 +261,9 @@ class Client {
       this.#pump();
       return;
     } catch {
-      // the client went away or broke the protocol
+      // the client went away or broke the protocol during startup (it holds no server yet)
     }
     this.close();
-    const s = this.server;
-    if (s !== null) {
-      // Mid-transaction: the server's state is unknown, so it is not given back.
-      this.server = null;
-      s.client = null;
-      pool.drop(s);
-    }
   }
 
   #reader: FrameReader | null = null;
