@@ -27,6 +27,11 @@
  * credited back with `W` frames as the reader consumes them) keeps one slow session from filling
  * the receiver's memory while the connection keeps serving the others.
  *
+ * A connection that fails to write (its peer reset it: a pooler that drained and exited while
+ * the gateway was still opening channels) writes nothing more, but its reading goes on to the
+ * end: the peer's last bytes (the reply to a COMMIT sent just before, its FATAL 57P01) are still
+ * in the socket and reach their channels before the failure does.
+ *
  * @module
  */
 
@@ -50,6 +55,11 @@ const CREDIT_AT = WINDOW / 4;
 const BACKLOG_LIMIT = 1024 * 1024;
 const INITIAL_OUT = 16 * 1024;
 const READ_SIZE = 64 * 1024;
+/**
+ * After a failed write, how long the read side may take to reach the connection's end (a peer
+ * that reset the connection ends it at once) before the connection is closed anyway.
+ */
+const WRITE_FAIL_GRACE_MS = 1000;
 const RESOLVED_ZERO = Promise.resolve(0);
 const RESOLVED_NULL: Promise<number | null> = Promise.resolve(null);
 
@@ -112,6 +122,12 @@ export class Mux {
   #closed = false;
   #ending = false;
   #failure: Error | null = null;
+  /**
+   * Why writing failed (the peer reset the connection, say): nothing more is written, and what
+   * the peer sent before is still read (its last replies); the read loop then ends the connection.
+   */
+  #writeFailure: Error | null = null;
+  #writeFailTimer: ReturnType<typeof setTimeout> | undefined;
   #blocked = new Set<MuxChannel>();
   /** Writes and reads on the connection, and the frames they carried (see {@linkcode counters}). */
   #counts = { writes: 0, framesOut: 0, reads: 0, framesIn: 0 };
@@ -144,9 +160,11 @@ export class Mux {
     return this.#failure;
   }
 
-  /** Whether the connection has ended (or is ending): no channel can be opened. */
+  /**
+   * Whether the connection has ended, is ending or can no longer write: no channel can be opened.
+   */
   get closed(): boolean {
-    return this.#closed || this.#ending;
+    return this.#closed || this.#ending || this.#writeFailure !== null;
   }
 
   /** The underlying connection's local address. */
@@ -162,7 +180,8 @@ export class Mux {
   /** Opens a channel (throws when the connection has ended). */
   open(): MuxChannel {
     if (this.closed) {
-      throw this.#failure ?? new Deno.errors.ConnectionReset("multiplexed connection is closed");
+      throw this.#failure ?? this.#writeFailure ??
+        new Deno.errors.ConnectionReset("multiplexed connection is closed");
     }
     let id = this.#nextId;
     this.#nextId = id >= 0xffffffff ? 1 : id + 1;
@@ -177,6 +196,7 @@ export class Mux {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#writeFailTimer);
     try {
       this.#conn.close();
     } catch {
@@ -238,6 +258,9 @@ export class Mux {
     if (this.#closed || this.#failure !== null) {
       throw this.#failure ?? new Deno.errors.ConnectionReset("multiplexed connection is closed");
     }
+    // As on a socket that can no longer send: the bytes are dropped, and the reader learns of
+    // the end once the peer's last bytes are read.
+    if (this.#writeFailure !== null) return len;
     if (this.#full) return 0;
     const total = len;
     let done = 0;
@@ -252,13 +275,13 @@ export class Mux {
 
   /** Queues a close of channel `id`. */
   sendClose(id: number): void {
-    if (this.#closed || this.#failure !== null) return;
+    if (this.#closed || this.#failure !== null || this.#writeFailure !== null) return;
     this.#frame(T_CLOSE, id, 0);
   }
 
   /** Credits the peer with `n` bytes of channel `id` consumed. */
   sendCredit(id: number, n: number): void {
-    if (this.#closed || this.#failure !== null) return;
+    if (this.#closed || this.#failure !== null || this.#writeFailure !== null) return;
     const at = this.#frame(T_WINDOW, id, 4);
     const o = this.#out;
     o[at] = n >>> 24;
@@ -286,7 +309,10 @@ export class Mux {
   };
 
   #flush(): void {
-    if (this.#inFlight > 0 || this.#outLen === 0 || this.#closed || this.#failure !== null) return;
+    if (
+      this.#inFlight > 0 || this.#outLen === 0 || this.#closed || this.#failure !== null ||
+      this.#writeFailure !== null
+    ) return;
     let start = 0;
     this.#counts.writes++;
     if (this.#sync !== null) {
@@ -294,7 +320,7 @@ export class Mux {
       try {
         n = this.#sync.tryWrite(this.#out, this.#outLen);
       } catch (err) {
-        this.#fail(err);
+        this.#writeFailed(err);
         return;
       }
       if (n === this.#outLen) {
@@ -318,7 +344,7 @@ export class Mux {
       while (start < len) start += await this.#conn.write(buf.subarray(start, len));
     } catch (err) {
       this.#inFlight = 0;
-      this.#fail(err);
+      this.#writeFailed(err);
       return;
     }
     this.#inFlight = 0;
@@ -334,13 +360,25 @@ export class Mux {
     for (const ch of waiting) ch.wake();
   }
 
-  #fail(err: unknown): void {
-    if (this.#failure === null) {
-      this.#failure = err instanceof Error
-        ? err
-        : new Deno.errors.ConnectionReset(`multiplexed connection failed: ${String(err)}`);
-    }
-    this.close();
+  /**
+   * A write failed: the connection is broken, but the peer's bytes that arrived before (a
+   * COMMIT's reply, its last error) are still in the socket. Nothing more is written; the read
+   * loop reads them to the end and then ends the connection (or, should the end not come, a
+   * moment later).
+   */
+  #writeFailed(err: unknown): void {
+    if (this.#writeFailure !== null || this.#closed) return;
+    this.#writeFailure = err instanceof Error
+      ? err
+      : new Deno.errors.ConnectionReset(`multiplexed connection failed: ${String(err)}`);
+    this.#outLen = 0;
+    this.#writeFailTimer = setTimeout(() => {
+      this.#failure ??= this.#writeFailure;
+      this.close();
+    }, WRITE_FAIL_GRACE_MS);
+    // Channels waiting for room write (and drop) at once now.
+    for (const ch of this.#blocked) ch.wake();
+    this.#blocked.clear();
   }
 
   // --- reading ---
@@ -391,7 +429,7 @@ export class Mux {
         error = err instanceof Error ? err : new Error(String(err));
       }
     }
-    if (error !== null && this.#failure === null) this.#failure = error;
+    if (this.#failure === null) this.#failure = this.#writeFailure ?? error;
     this.close();
     const failure = this.#failure;
     const channels = [...this.#channels.values()];

@@ -237,3 +237,111 @@ Deno.test("mux: a peer that breaks the framing loses its connection, and only it
     }
   });
 });
+
+/**
+ * A connection whose incoming bytes the test hands over one by one, and whose writes fail with
+ * EPIPE once it is marked broken (as after the peer reset it).
+ */
+class ScriptedConn {
+  broken = false;
+  closed = false;
+  readonly localAddr: Deno.NetAddr = { transport: "tcp", hostname: HOST, port: 1 };
+  readonly remoteAddr: Deno.NetAddr = { transport: "tcp", hostname: HOST, port: 2 };
+  #incoming: Uint8Array[] = [];
+  #ended = false;
+  #wait:
+    | { p: Uint8Array; resolve: (n: number | null) => void; reject: (e: unknown) => void }
+    | null = null;
+
+  read(p: Uint8Array): Promise<number | null> {
+    if (this.closed) return Promise.reject(new Deno.errors.BadResource("connection is closed"));
+    if (this.#incoming.length > 0) return Promise.resolve(this.#take(p));
+    if (this.#ended) return Promise.resolve(null);
+    return new Promise((resolve, reject) => this.#wait = { p, resolve, reject });
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    if (this.closed) return Promise.reject(new Deno.errors.BadResource("connection is closed"));
+    if (this.broken) return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
+    return Promise.resolve(p.length);
+  }
+
+  close(): void {
+    this.closed = true;
+    const w = this.#wait;
+    this.#wait = null;
+    w?.reject(new Deno.errors.BadResource("connection is closed"));
+  }
+
+  /** The peer's bytes arrive. */
+  deliver(bytes: Uint8Array): void {
+    this.#incoming.push(bytes);
+    const w = this.#wait;
+    if (w === null) return;
+    this.#wait = null;
+    w.resolve(this.#take(w.p));
+  }
+
+  /** The peer's end of stream arrives. */
+  end(): void {
+    this.#ended = true;
+    const w = this.#wait;
+    this.#wait = null;
+    w?.resolve(null);
+  }
+
+  #take(p: Uint8Array): number {
+    const b = this.#incoming.shift()!;
+    p.set(b);
+    return b.length;
+  }
+}
+
+/** A data frame of the multiplexing protocol: 'D', the channel, the length, the bytes. */
+function dataFrame(id: number, payload: number[]): Uint8Array {
+  const f = new Uint8Array(9 + payload.length);
+  const v = new DataView(f.buffer);
+  f[0] = 0x44;
+  v.setUint32(1, id);
+  v.setUint32(5, payload.length);
+  f.set(payload, 9);
+  return f;
+}
+
+Deno.test("mux: after a failed write, what the peer sent before the end is still read", async () => {
+  const conn = new ScriptedConn();
+  const mux = new Mux(conn as unknown as Deno.Conn);
+  const ch = mux.open();
+  await new Promise((r) => setTimeout(r, 0)); // the open is written
+  // The peer reset the connection after its last reply: the next write fails.
+  conn.broken = true;
+  assertEquals(await ch.write(Uint8Array.of(1, 2, 3)), 3);
+  await new Promise((r) => setTimeout(r, 0));
+  assert(mux.closed, "no channel is opened on a connection that cannot write");
+  assert(!conn.closed, "the connection is still read");
+  // Writes made now are dropped, as on a socket.
+  assertEquals(await ch.write(Uint8Array.of(4)), 1);
+  // The reply (a COMMIT's, say) that was on its way is delivered, then the end.
+  conn.deliver(dataFrame(ch.id, [7, 8]));
+  const buf = new Uint8Array(8);
+  assertEquals(await ch.read(buf), 2);
+  assertEquals([...buf.subarray(0, 2)], [7, 8]);
+  conn.end();
+  await assertRejects(() => ch.read(buf), Deno.errors.BrokenPipe);
+  await mux.done;
+  assert(mux.failure instanceof Deno.errors.BrokenPipe, String(mux.failure));
+  assert(conn.closed);
+});
+
+Deno.test("mux: after a failed write, a peer that never ends the connection is closed soon", async () => {
+  const conn = new ScriptedConn();
+  const mux = new Mux(conn as unknown as Deno.Conn);
+  const ch = mux.open();
+  await new Promise((r) => setTimeout(r, 0));
+  conn.broken = true;
+  await ch.write(Uint8Array.of(1));
+  const buf = new Uint8Array(8);
+  await assertRejects(() => ch.read(buf), Deno.errors.BrokenPipe);
+  await mux.done;
+  assert(conn.closed);
+});
