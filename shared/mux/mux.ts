@@ -273,15 +273,20 @@ export class Mux {
     return total;
   }
 
+  /** Whether nothing more is written: the connection ended, failed or failed to write. */
+  get #writeStopped(): boolean {
+    return this.#closed || this.#failure !== null || this.#writeFailure !== null;
+  }
+
   /** Queues a close of channel `id`. */
   sendClose(id: number): void {
-    if (this.#closed || this.#failure !== null || this.#writeFailure !== null) return;
+    if (this.#writeStopped) return;
     this.#frame(T_CLOSE, id, 0);
   }
 
   /** Credits the peer with `n` bytes of channel `id` consumed. */
   sendCredit(id: number, n: number): void {
-    if (this.#closed || this.#failure !== null || this.#writeFailure !== null) return;
+    if (this.#writeStopped) return;
     const at = this.#frame(T_WINDOW, id, 4);
     const o = this.#out;
     o[at] = n >>> 24;
@@ -309,10 +314,7 @@ export class Mux {
   };
 
   #flush(): void {
-    if (
-      this.#inFlight > 0 || this.#outLen === 0 || this.#closed || this.#failure !== null ||
-      this.#writeFailure !== null
-    ) return;
+    if (this.#inFlight > 0 || this.#outLen === 0 || this.#writeStopped) return;
     let start = 0;
     this.#counts.writes++;
     if (this.#sync !== null) {
