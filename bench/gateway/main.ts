@@ -518,6 +518,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
         `${HOST}:${ports.poolerHttp}`,
         "--pool-size",
         String(o.poolSize),
+        // As PgBouncer (reserve_pool_size = 0): no admin reserve on top of the pool size.
+        "--reserve-pool-size",
+        "0",
         "--max-client-conn",
         String(Math.max(...o.clients) + 100),
         "--log-level",

@@ -96,6 +96,11 @@ export async function startTesseraPooler(options: TesseraPoolerOptions): Promise
     `${options.listenHost}:${options.listenPort}`,
     "--pool-size",
     String(options.poolSize),
+    // PgBouncer runs with reserve_pool_size = 0: the admin reserve (2 more backends for the
+    // `postgres` user, the one pgbench logs in as) would give the pooler more Postgres
+    // connections than PgBouncer. A `--tessera-arg` given later overrides this.
+    "--reserve-pool-size",
+    "0",
     ...options.extraArgs,
   ];
   const proc = await startTask(options.task ?? "pooler", args, options.logFile, {
