@@ -38,7 +38,7 @@ export function classify(task: string, pooler: string): SchedClass {
   const comm = task.replace(/\[[^\]]*\]$/, "");
   if (comm === "<idle>") return "idle";
   if (comm === pooler) return "pooler";
-  if (comm === "postgres" || comm.startsWith("postgres:")) return "postgres";
+  if (comm === "postgres") return "postgres";
   if (comm === "pgbench") return "pgbench";
   return "other";
 }
