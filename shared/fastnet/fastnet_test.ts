@@ -336,3 +336,48 @@ Deno.test({
     assertEquals(net().reactor.size, 0);
   },
 });
+
+Deno.test({
+  name:
+    "fastnet: sockets closed and opened again reuse the reactor's tokens, each event reaching its own socket",
+  ignore: !linux,
+  ...opts,
+  async fn() {
+    const n = net();
+    const before = n.reactor.size;
+    const listener = n.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    const open = async (count: number) => {
+      const pairs: { client: Deno.Conn; server: Deno.Conn }[] = [];
+      for (let i = 0; i < count; i++) {
+        const client = await Deno.connect({ hostname: "127.0.0.1", port });
+        pairs.push({ client, server: await listener.accept() });
+      }
+      return pairs;
+    };
+    const first = await open(12);
+    assertEquals(n.reactor.size, before + 1 + 12);
+    // Half of them go, with bytes still in flight towards some of the closed ones.
+    for (let i = 0; i < 12; i += 2) {
+      await writeAllTo(first[i]!.client, pattern(64, i));
+      first[i]!.server.close();
+      first[i]!.client.close();
+    }
+    assertEquals(n.reactor.size, before + 1 + 6);
+    const kept = first.filter((_, i) => i % 2 === 1);
+    const second = await open(6);
+    assertEquals(n.reactor.size, before + 1 + 12);
+    // Every remaining socket reads exactly its own client's bytes.
+    const all = [...kept, ...second];
+    await Promise.all(all.map((p, i) => writeAllTo(p.client, pattern(1000 + i, 100 + i))));
+    for (let i = 0; i < all.length; i++) {
+      assertEquals(await readAll(all[i]!.server, 1000 + i), pattern(1000 + i, 100 + i));
+    }
+    for (const p of all) {
+      p.client.close();
+      p.server.close();
+    }
+    listener.close();
+    assertEquals(n.reactor.size, before);
+  },
+});

@@ -23,6 +23,7 @@
  * @module
  */
 
+import { beginRound, endRound } from "../clock/mod.ts";
 import { C, E, type Libc } from "./libc.ts";
 
 /** Receives the events of one registered descriptor. */
@@ -70,8 +71,15 @@ export class Reactor {
   #libc: Libc;
   #ep: number;
   #wakeFd: number;
-  #watchers = new Map<number, Watcher>();
-  #nextToken = 1;
+  /**
+   * Watchers by token (an array: a token is its index, 0 is the wake-up descriptor's). A
+   * removed watcher's token is reused only after the next dispatch, so that events fetched
+   * before the removal never reach a new watcher.
+   */
+  #watchers: (Watcher | undefined)[] = [undefined];
+  #count = 0;
+  #free: number[] = [];
+  #released: number[] = [];
   #running = false;
   #waiting = false;
   #events: Uint8Array;
@@ -120,7 +128,7 @@ export class Reactor {
 
   /** Descriptors registered now. */
   get size(): number {
-    return this.#watchers.size;
+    return this.#count;
   }
 
   #control(op: number, fd: number, mask: number, token: number): void {
@@ -137,13 +145,15 @@ export class Reactor {
    * {@linkcode modify} or {@linkcode remove} it with.
    */
   add(fd: number, mask: number, watcher: Watcher): number {
-    let token = this.#nextToken++;
-    if (this.#nextToken > 0xffffffff) this.#nextToken = 1;
-    while (token === 0 || token === DENO_TOKEN || this.#watchers.has(token)) {
-      token = this.#nextToken++;
+    const token = this.#free.pop() ?? this.#watchers.length;
+    try {
+      this.#control(C.EPOLL_CTL_ADD, fd, mask | C.EPOLLET, token);
+    } catch (err) {
+      if (token < this.#watchers.length) this.#free.push(token);
+      throw err;
     }
-    this.#control(C.EPOLL_CTL_ADD, fd, mask | C.EPOLLET, token);
-    this.#watchers.set(token, watcher);
+    this.#watchers[token] = watcher;
+    this.#count++;
     if (!this.#running) {
       this.#running = true;
       this.#loop();
@@ -161,10 +171,13 @@ export class Reactor {
    * token, not the descriptor number, identifies the watcher).
    */
   remove(fd: number, token: number): void {
-    if (!this.#watchers.delete(token)) return;
+    if (token <= 0 || this.#watchers[token] === undefined) return;
+    this.#watchers[token] = undefined;
+    this.#count--;
+    this.#released.push(token);
     this.#control(C.EPOLL_CTL_DEL, fd, 0, 0);
     // Let a loop waiting on a worker thread see that it has nothing left to watch.
-    if (this.#watchers.size === 0 && this.#waiting) {
+    if (this.#count === 0 && this.#waiting) {
       this.#libc.sym.write(this.#wakeFd, new Uint8Array(this.#wakeBuf.buffer), 8n);
     }
   }
@@ -183,13 +196,19 @@ export class Reactor {
         this.#denoReady = true;
         continue;
       }
-      const w = this.#watchers.get(token);
+      const w = this.#watchers[token];
       if (w === undefined) continue;
       try {
         w.onEvents(view.getUint32(at, true));
       } catch {
         // a watcher's failure is its own: it reports it through its pending promises
       }
+    }
+    // No event fetched before a removal is left: its token may serve again.
+    const released = this.#released;
+    if (released.length > 0) {
+      for (let i = 0; i < released.length; i++) this.#free.push(released[i]!);
+      released.length = 0;
     }
   }
 
@@ -200,34 +219,31 @@ export class Reactor {
     // Never dispatch from inside add(): its caller has not stored the token yet.
     await null;
     try {
-      while (this.#watchers.size > 0) {
+      while (this.#count > 0) {
         let n = 0;
-        if (rounds < SYNC_ROUNDS) {
-          n = s.epoll_wait(this.#ep, this.#events, MAX_EVENTS, 0);
-          // The clock is read every 4th round, here and below, with Date.now (about 60 ns, against
-          // 120 for performance.now, an op call): a millisecond is fine enough for SYNC_MS, and a
-          // wall clock set back only delays this rule, while SYNC_ROUNDS still holds.
-          if (n > 0 && (rounds & 3) === 3 && Date.now() - since > SYNC_MS) {
-            rounds = SYNC_ROUNDS;
-          }
-        }
+        if (rounds < SYNC_ROUNDS) n = s.epoll_wait(this.#ep, this.#events, MAX_EVENTS, 0);
         if (n > 0) {
-          rounds++;
+          // The round's clock (shared/clock) is read once here, with Date.now: a millisecond is
+          // fine enough for SYNC_MS, and a wall clock set back only delays this rule, while
+          // SYNC_ROUNDS still holds.
+          rounds = beginRound() - since > SYNC_MS ? SYNC_ROUNDS : rounds + 1;
           this.#dispatch(this.#eventsView, n);
           // Let the reads just resolved run (and write) before asking epoll again.
           await null;
           await null;
+          endRound();
           continue;
         }
         if (this.#jsWait && rounds < SYNC_ROUNDS && !this.#denoReady) {
           for (let i = 0; i < SETTLE_TURNS; i++) await null;
-          if (this.#watchers.size === 0) break;
+          if (this.#count === 0) break;
           n = s.epoll_wait(this.#ep, this.#events, MAX_EVENTS, JS_WAIT_MS);
           if (n > 0) {
-            rounds = (rounds & 3) === 3 && Date.now() - since > SYNC_MS ? SYNC_ROUNDS : rounds + 1;
+            rounds = beginRound() - since > SYNC_MS ? SYNC_ROUNDS : rounds + 1;
             this.#dispatch(this.#eventsView, n);
             await null;
             await null;
+            endRound();
             continue;
           }
         }
@@ -237,10 +253,12 @@ export class Reactor {
         // Returns at once when something is ready (a round that only yields to Deno's loop).
         n = await s.epoll_wait_blocking(this.#ep, this.#blockingEvents, MAX_EVENTS, IDLE_WAIT_MS);
         this.#waiting = false;
-        since = Date.now();
+        since = beginRound();
         if (n > 0) this.#dispatch(this.#blockingView, n);
+        endRound();
       }
     } finally {
+      endRound();
       this.#running = false;
       this.#waiting = false;
     }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import * as clock from "../../clock/mod.ts";
 import { SqlState, TesseraError } from "../../errors/mod.ts";
 import type { Logger } from "../../log/mod.ts";
 import { Backend } from "../../wire/mod.ts";
@@ -230,7 +231,7 @@ export class Pool {
       );
       return;
     }
-    this.#waiters.push({ done, key, admin, since: Date.now() });
+    this.#waiters.push({ done, key, admin, since: clock.now() });
     if (admin) this.#adminWaiters++;
     this.#serveWaiters();
   }
@@ -251,7 +252,7 @@ export class Pool {
       if (w.admin) this.#adminWaiters--;
       const b = this.#idle.pop()!;
       this.#lend(b);
-      const waited = Date.now() - w.since;
+      const waited = clock.now() - w.since;
       this.stats.waits++;
       this.stats.waitTimeMs += waited;
       if (waited > this.stats.maxWaitMs) this.stats.maxWaitMs = waited;
@@ -345,10 +346,10 @@ export class Pool {
     b.lent = false;
     this.#lent--;
     b.owner = null;
-    const now = Date.now();
-    b.lastUsedAt = now;
+    const t = clock.now();
+    b.lastUsedAt = t;
     const max = this.#settings.maxLifetimeMs;
-    if (b.broken || b.closed || this.#closed || (max > 0 && now - b.createdAt >= max)) {
+    if (b.broken || b.closed || this.#closed || (max > 0 && t - b.createdAt >= max)) {
       b.close();
       this.#serveWaiters();
       return;
@@ -436,7 +437,7 @@ export class Pool {
         b.close();
         return;
       }
-      b.lastUsedAt = Date.now();
+      b.lastUsedAt = clock.now();
       this.#idle.push(b);
       this.#serveWaiters();
     };
