@@ -37,7 +37,7 @@ import {
   type UsagePerTransaction,
   usagePerTransaction,
 } from "../lib/mod.ts";
-import { median, roundOrder } from "../lib/rounds.ts";
+import { median, type PairedRatio, pairedRatio, roundOrder } from "../lib/rounds.ts";
 import { startTestPostgres } from "../../tests/support/postgres.ts";
 import { findPgBindir } from "../../shared/pgbin/mod.ts";
 import { NotAvailableError, poolerUnavailableReason, startTesseraPooler } from "./tessera.ts";
@@ -187,6 +187,10 @@ interface RunRow {
   idleCpuPct: number;
   /** The pooler's own CPU and context switches per transaction (none for `direct`). */
   pooler: UsagePerTransaction | undefined;
+  /** TPS of each round, in round order (one entry for a single run). */
+  roundTps: number[];
+  /** p99 of each round, in round order. */
+  roundP99Ms: number[];
 }
 
 /** A server under the idle-client probe. */
@@ -309,6 +313,8 @@ function rowFromResult(
       : result.report.abortedClients,
     exitCode: result.exitCode,
     errors: result.report.errors,
+    roundTps: [result.report.tps],
+    roundP99Ms: [result.latency.p99Ms],
   };
 }
 
@@ -345,7 +351,32 @@ function combineRounds(rounds: RunRow[]): RunRow {
         involuntary: of((r) => r.pooler!.involuntary),
       }
       : undefined,
+    roundTps: rounds.map((r) => r.tps),
+    roundP99Ms: rounds.map((r) => r.p99Ms),
   };
+}
+
+/** "0.96× (95 % CI 0.92–1.00)", or the ratio alone with one round. */
+function pairedText(p: PairedRatio): string {
+  if (Number.isNaN(p.low)) return ratio(p.geoMean);
+  return `${ratio(p.geoMean)} (95 % CI ${fixed(p.low, 2)}–${fixed(p.high, 2)})`;
+}
+
+/**
+ * Tessera against PgBouncer round by round, and whether the rounds settle the question: a
+ * difference whose interval holds 1 is within the machine's noise.
+ */
+function pairedSummary(tessera: RunRow, bouncer: RunRow): string | undefined {
+  const tps = pairedRatio(tessera.roundTps, bouncer.roundTps);
+  const p99 = pairedRatio(tessera.roundP99Ms, bouncer.roundP99Ms);
+  if (tps.ratios.length < 2) return undefined;
+  const verdict = (p: PairedRatio, better: "higher" | "lower") => {
+    if (p.low <= 1 && p.high >= 1) return "within the noise";
+    return (p.low > 1) === (better === "higher") ? "better" : "worse";
+  };
+  return `paired by round (${tps.ratios.length} rounds): TPS ${pairedText(tps)}, ` +
+    `${verdict(tps, "higher")}; p99 ${pairedText(p99)}, ${verdict(p99, "lower")}; ` +
+    `TPS ratio per round ${tps.ratios.map((r) => fixed(r, 2)).join(" ")}`;
 }
 
 function throughputTable(rows: RunRow[]): Table {
@@ -437,6 +468,8 @@ function summary(rows: RunRow[], options: Options, tesseraMissing: string | unde
             `vs ${fixed(bouncer.p99Ms, 3)} ms (target no worse: ${p99Ok ? "met" : "NOT met"})` +
             (clean ? "" : `, with ${tessera.failed} failed / ${tessera.abortedClients} aborted`),
         );
+        const paired = pairedSummary(tessera, bouncer);
+        if (paired !== undefined) parts.push(paired);
       }
       lines.push(`${head} ${parts.join("; ")}`);
     }
