@@ -356,10 +356,11 @@ function combineRounds(rounds: RunRow[]): RunRow {
   };
 }
 
-/** "0.96× (95 % CI 0.92–1.00)", or the ratio alone with one round. */
+/** "0.96× (95 % CI 0.921–1.004)", or the ratio alone with one round. */
 function pairedText(p: PairedRatio): string {
   if (Number.isNaN(p.low)) return ratio(p.geoMean);
-  return `${ratio(p.geoMean)} (95 % CI ${fixed(p.low, 2)}–${fixed(p.high, 2)})`;
+  // Three decimals: a bound just above 1 must not print as 1.00 next to "worse".
+  return `${ratio(p.geoMean)} (95 % CI ${fixed(p.low, 3)}–${fixed(p.high, 3)})`;
 }
 
 /**
