@@ -23,37 +23,11 @@ export function roundOrder<T>(targets: readonly T[], round: number): T[] {
 }
 
 /** Two-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom. */
+// deno-fmt-ignore
 const T95 = [
-  12.706,
-  4.303,
-  3.182,
-  2.776,
-  2.571,
-  2.447,
-  2.365,
-  2.306,
-  2.262,
-  2.228,
-  2.201,
-  2.179,
-  2.16,
-  2.145,
-  2.131,
-  2.12,
-  2.11,
-  2.101,
-  2.093,
-  2.086,
-  2.08,
-  2.074,
-  2.069,
-  2.064,
-  2.06,
-  2.056,
-  2.052,
-  2.048,
-  2.045,
-  2.042,
+  12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145,
+  2.131, 2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048,
+  2.045, 2.042,
 ];
 
 /** Ratios of two targets measured in the same rounds, and how far noise could move them. */
@@ -89,4 +63,17 @@ export function pairedRatio(a: readonly number[], b: readonly number[]): PairedR
   const variance = logs.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1);
   const half = (T95[n - 2] ?? 1.96) * Math.sqrt(variance / n);
   return { ratios, geoMean, low: Math.exp(mean - half), high: Math.exp(mean + half) };
+}
+
+/**
+ * What a {@linkcode PairedRatio} says of the first target, for a figure where `better` is good:
+ * "within the noise" when its interval holds 1, and "too few rounds to tell" without one.
+ */
+export function pairedVerdict(
+  p: PairedRatio,
+  better: "higher" | "lower",
+): "better" | "worse" | "within the noise" | "too few rounds to tell" {
+  if (Number.isNaN(p.low) || Number.isNaN(p.high)) return "too few rounds to tell";
+  if (p.low <= 1 && p.high >= 1) return "within the noise";
+  return (p.low > 1) === (better === "higher") ? "better" : "worse";
 }

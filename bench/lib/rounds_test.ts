@@ -1,5 +1,5 @@
 import { assertEquals } from "../../shared/testing/assert.ts";
-import { median, pairedRatio, roundOrder } from "./rounds.ts";
+import { median, pairedRatio, pairedVerdict, roundOrder } from "./rounds.ts";
 
 Deno.test("median of odd and even counts, unsorted input left as it was", () => {
   const input = [3, 1, 2];
@@ -51,4 +51,17 @@ Deno.test("paired ratio: geometric mean, a Student's t interval on the logs, bad
   const one = pairedRatio([3], [2]);
   assertEquals([one.geoMean, Number.isNaN(one.low), Number.isNaN(one.high)], [1.5, true, true]);
   assertEquals(Number.isNaN(pairedRatio([], []).geoMean), true);
+});
+
+Deno.test("paired verdict: better or worse only when the interval leaves out 1", () => {
+  const above = { ratios: [1.1, 1.2], geoMean: 1.15, low: 1.02, high: 1.3 };
+  const below = { ratios: [0.9, 0.8], geoMean: 0.85, low: 0.7, high: 0.98 };
+  const across = { ratios: [0.9, 1.1], geoMean: 1, low: 0.8, high: 1.2 };
+  assertEquals(pairedVerdict(above, "higher"), "better"); // more TPS
+  assertEquals(pairedVerdict(above, "lower"), "worse"); // a higher p99
+  assertEquals(pairedVerdict(below, "higher"), "worse");
+  assertEquals(pairedVerdict(below, "lower"), "better");
+  assertEquals(pairedVerdict(across, "higher"), "within the noise");
+  assertEquals(pairedVerdict(pairedRatio([3], [2]), "lower"), "too few rounds to tell");
+  assertEquals(pairedVerdict(pairedRatio([], []), "higher"), "too few rounds to tell");
 });

@@ -37,7 +37,7 @@ import {
   type UsagePerTransaction,
   usagePerTransaction,
 } from "../lib/mod.ts";
-import { median, type PairedRatio, pairedRatio, roundOrder } from "../lib/rounds.ts";
+import { median, type PairedRatio, pairedRatio, pairedVerdict, roundOrder } from "../lib/rounds.ts";
 import { startTestPostgres } from "../../tests/support/postgres.ts";
 import { findPgBindir } from "../../shared/pgbin/mod.ts";
 import { NotAvailableError, poolerUnavailableReason, startTesseraPooler } from "./tessera.ts";
@@ -371,12 +371,8 @@ function pairedSummary(tessera: RunRow, bouncer: RunRow): string | undefined {
   const tps = pairedRatio(tessera.roundTps, bouncer.roundTps);
   const p99 = pairedRatio(tessera.roundP99Ms, bouncer.roundP99Ms);
   if (tps.ratios.length < 2) return undefined;
-  const verdict = (p: PairedRatio, better: "higher" | "lower") => {
-    if (p.low <= 1 && p.high >= 1) return "within the noise";
-    return (p.low > 1) === (better === "higher") ? "better" : "worse";
-  };
   return `paired by round (${tps.ratios.length} rounds): TPS ${pairedText(tps)}, ` +
-    `${verdict(tps, "higher")}; p99 ${pairedText(p99)}, ${verdict(p99, "lower")}; ` +
+    `${pairedVerdict(tps, "higher")}; p99 ${pairedText(p99)}, ${pairedVerdict(p99, "lower")}; ` +
     `TPS ratio per round ${tps.ratios.map((r) => fixed(r, 2)).join(" ")}`;
 }
 
