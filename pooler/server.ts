@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { Tracer } from "@opentelemetry/api";
 import { SqlState, TesseraError } from "../shared/errors/mod.ts";
 import {
   acceptFrontend,
@@ -14,6 +15,7 @@ import {
 } from "../shared/frontend/mod.ts";
 import type { FastNet } from "../shared/fastnet/mod.ts";
 import { Logger } from "../shared/log/mod.ts";
+import { getTracer, tracingEnabled } from "../shared/trace/mod.ts";
 import { Mux, type MuxStats, muxStats } from "../shared/mux/mod.ts";
 import { MessageWriter, writeAll } from "../shared/wire/mod.ts";
 import {
@@ -87,6 +89,11 @@ export interface PoolerOptions {
    * Postgres when the client sends it.
    */
   deferBegin?: boolean;
+  /**
+   * Where `pool.checkout` spans go (see SessionHost.tracer); by default the pooler's tracer when
+   * Deno's OpenTelemetry is on (`OTEL_DENO=true`), else none.
+   */
+  tracer?: Tracer;
   /** How clients authenticate; trust for everyone when not given. */
   auth?: FrontendAuth;
   /** TLS for clients that ask for it (SSLRequest); refused (`N`) when not given. */
@@ -196,6 +203,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   readonly log: Logger;
   readonly preparedCacheSize: number;
   readonly deferBegin: boolean;
+  readonly tracer: Tracer | undefined;
   readonly addresses: Deno.Addr[] = [];
 
   #options: PoolerOptions;
@@ -252,6 +260,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       );
     }
     this.deferBegin = options.deferBegin ?? true;
+    this.tracer = options.tracer ?? (tracingEnabled() ? getTracer("pooler") : undefined);
     this.preparedCacheSize = checkCount(
       options.preparedStatementCacheSize ?? 256,
       "preparedStatementCacheSize",

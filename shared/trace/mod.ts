@@ -19,6 +19,7 @@ export {
   ERROR_TYPE,
   getTracer,
   recordError,
+  tracingEnabled,
   withSpan,
   type WithSpanOptions,
 } from "./tracer.ts";
@@ -32,4 +33,5 @@ export {
   parseSqlComment,
   parseTraceparent,
   type SqlComment,
+  sqlCommentSpanContext,
 } from "./traceparent.ts";

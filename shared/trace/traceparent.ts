@@ -213,3 +213,39 @@ export function extractSqlComment(sql: string, ctx: Context = context.active()):
   const spanContext = parseSqlComment(sql)?.spanContext;
   return spanContext === undefined ? ctx : trace.setSpanContext(ctx, spanContext);
 }
+
+/** Longest sqlcommenter comment looked for at the end of a statement's text. */
+const MAX_COMMENT_BYTES = 2048;
+const commentDecoder = new TextDecoder();
+
+/**
+ * The remote span context of a sqlcommenter comment closing the SQL text `bytes[start, end)` (a
+ * Query or Parse message's text, read in place), when it carries a valid `traceparent`. Costs a
+ * few byte reads for a text with no comment at its end.
+ *
+ * @example
+ * ```ts
+ * const text = new TextEncoder().encode(
+ *   "select 1 /*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'*\/",
+ * );
+ * sqlCommentSpanContext(text, 0, text.length)?.spanId; // "b7ad6b7169203331"
+ * ```
+ */
+export function sqlCommentSpanContext(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+): SpanContext | undefined {
+  let last = end - 1;
+  while (last >= start && (bytes[last] === 0 || bytes[last] === 0x3b || bytes[last]! <= 0x20)) {
+    last--;
+  }
+  if (last - start < 3 || bytes[last] !== 0x2f || bytes[last - 1] !== 0x2a) return undefined;
+  const floor = Math.max(start, last - MAX_COMMENT_BYTES);
+  for (let i = last - 3; i >= floor; i--) {
+    if (bytes[i] === 0x2f && bytes[i + 1] === 0x2a) {
+      return parseSqlComment(commentDecoder.decode(bytes.subarray(i, last + 1)))?.spanContext;
+    }
+  }
+  return undefined;
+}

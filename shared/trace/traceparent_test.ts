@@ -9,6 +9,7 @@ import {
   injectTraceparent,
   parseSqlComment,
   parseTraceparent,
+  sqlCommentSpanContext,
 } from "./mod.ts";
 
 const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -125,4 +126,29 @@ Deno.test("sql comment: the plain traceparent form and statements without one", 
   assertEquals(invalid?.tags, { traceparent: "00-abc" });
   assertEquals(invalid?.spanContext, undefined);
   assertEquals(extractSqlComment("SELECT 1", ROOT_CONTEXT), ROOT_CONTEXT);
+});
+
+Deno.test("sqlCommentSpanContext reads a closing sqlcommenter comment from message bytes", () => {
+  const enc = new TextEncoder();
+  const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  // As in a Query message: type, length, text, NUL; the text is read in place.
+  const text = `select 1 /*app='x',traceparent='${tp}'*/ ;  `;
+  const msg = new Uint8Array([0x51, 0, 0, 0, 0, ...enc.encode(text), 0]);
+  const ctx = sqlCommentSpanContext(msg, 5, msg.length);
+  assertEquals(ctx?.traceId, "0af7651916cd43dd8448eb211c80319c");
+  assertEquals(ctx?.spanId, "b7ad6b7169203331");
+  assertEquals(ctx?.traceFlags, 1);
+  assertEquals(ctx?.isRemote, true);
+  const none = (s: string) => {
+    const b = enc.encode(s);
+    return sqlCommentSpanContext(b, 0, b.length);
+  };
+  assertEquals(none("select 1"), undefined);
+  assertEquals(none(`select '/*traceparent=''${tp}''*/' as t`), undefined); // not at the end
+  assertEquals(none(`select 1 /*traceparent='00-zz-b7ad6b7169203331-01'*/`), undefined);
+  assertEquals(none("*/"), undefined);
+  assertEquals(none(`/*traceparent='${tp}'*/`)?.spanId, "b7ad6b7169203331");
+  // Only the given range is read.
+  const b = enc.encode(`select 1 /*traceparent='${tp}'*/`);
+  assertEquals(sqlCommentSpanContext(b, 0, b.length - 1), undefined);
 });

@@ -44,6 +44,15 @@ export interface WithSpanOptions {
 }
 
 /**
+ * Whether spans are recorded and exported (Deno's OpenTelemetry is on: `OTEL_DENO=true`). Lets
+ * hot paths skip all tracing work when nobody collects it. Needs no permission: it asks the
+ * global tracer provider for a span (never ended, so never exported) and looks whether it records.
+ */
+export function tracingEnabled(): boolean {
+  return trace.getTracer("tessera.probe").startSpan("probe").isRecording();
+}
+
+/**
  * Runs `fn` inside a new span named `name` that is the active span while `fn` runs (so spans
  * started by `fn` are its children and `formatSqlComment()` carries it).
  *

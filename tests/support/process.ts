@@ -42,6 +42,8 @@ export interface StartTaskOptions {
    * every other process we start, pgbench included.
    */
   ownSession?: boolean;
+  /** More environment variables for the process. */
+  env?: Record<string, string>;
 }
 
 /** Runs the command of `deno task <task> ...args` from the repository root, logging to `logFile`. */
@@ -59,7 +61,7 @@ export async function startTask(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...options.env },
     detached: options.ownSession ?? false,
   }).spawn();
   const pump = Promise.all([copyTo(child.stdout, file), copyTo(child.stderr, file)])

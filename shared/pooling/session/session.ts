@@ -21,8 +21,17 @@
  */
 
 import { createHash } from "node:crypto";
+import {
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Tracer,
+} from "@opentelemetry/api";
 import { SqlState, TesseraError } from "../../errors/mod.ts";
 import type { Logger } from "../../log/mod.ts";
+import { sqlCommentSpanContext } from "../../trace/mod.ts";
 import {
   Backend,
   decodeDataRowText,
@@ -76,6 +85,13 @@ export interface SessionHost {
    * transaction's first statement (see `begin.ts`); default true.
    */
   readonly deferBegin?: boolean;
+  /**
+   * Set when spans are recorded (see `tracingEnabled` in shared/trace): a transaction whose first
+   * statement ends in a sqlcommenter comment with a sampled `traceparent` gets a `pool.checkout`
+   * span, child of that remote span, from its request for a connection until the connection goes
+   * back (see docs/pooler.md, "Tracing").
+   */
+  readonly tracer?: Tracer | undefined;
 }
 
 /**
@@ -135,6 +151,13 @@ export const PinReason = {
 } as const;
 
 const PIN_SQL = PinReason.sql_prepare_extended;
+
+/** The names of the {@linkcode PinReason} bits set in `pins`, comma-separated. */
+export function pinReasons(pins: number): string {
+  const names: string[] = [];
+  for (const [reason, bit] of Object.entries(PinReason)) if ((pins & bit) !== 0) names.push(reason);
+  return names.join(",");
+}
 /** CommandComplete BEGIN and ReadyForQuery `T`: the reply to a deferred BEGIN. */
 const BEGIN_REPLY = new MessageWriter(32).commandComplete("BEGIN").readyForQuery("T").take();
 /** The last deferred BEGIN's bytes, shared by every session that sends the same. */
@@ -647,21 +670,29 @@ export class Session implements BackendOwner {
             // prepare must not wait for one: its other connections may hold them all).
             if (t === Frontend.parse && this.#parseLocally(r)) continue;
             if (t === Frontend.close && this.#closeLocally(r)) continue;
+            const tracer = this.#host.tracer;
+            const span = tracer === undefined ? null : this.#startCheckout(tracer, r);
             if (this.#dirty !== null) yield this.#flushBackend();
             if (!this.#acquireNow() && !((yield this.#acquire(t)) as boolean)) {
+              if (span !== null) this.#noCheckout(span);
               if (this.#closing) break outer;
               continue;
             }
             // While this session waited to run again, the connection it got may have failed
             // before anything was sent on it: it was dropped, and another one is needed.
             while (this.#backend === null) {
-              if (this.#closing) break outer;
+              if (this.#closing) {
+                if (span !== null) this.#noCheckout(span);
+                break outer;
+              }
               if (this.#dirty !== null) yield this.#flushBackend();
               if (!this.#acquireNow() && !((yield this.#acquire(t)) as boolean)) {
+                if (span !== null) this.#noCheckout(span);
                 if (this.#closing) break outer;
                 continue messages;
               }
             }
+            if (span !== null) this.#checkedOut(span, this.#backend);
           }
           if (
             this.#deferredBegin !== null &&
@@ -792,6 +823,69 @@ export class Session implements BackendOwner {
     const b = this.#dirty!;
     this.#dirty = null;
     await b.out.flush();
+  }
+
+  /** The span of the current lending of a backend (see SessionHost.tracer), or null. */
+  #span: Span | null = null;
+  #checkoutStart = 0;
+
+  /**
+   * A `pool.checkout` span when the client's message `msg` (a Query or Parse) ends in a
+   * sqlcommenter comment with a sampled `traceparent`; null otherwise.
+   */
+  #startCheckout(tracer: Tracer, msg: Frame): Span | null {
+    const t = msg.type;
+    let start = msg.start + 5;
+    if (t === Frontend.parse) {
+      start = msg.buf.indexOf(0, start) + 1; // past the statement's name
+      if (start === 0) return null;
+    } else if (t !== Frontend.query) return null;
+    const end = t === Frontend.query ? msg.end - 1 : msg.buf.indexOf(0, start);
+    if (end < start) return null;
+    const remote = sqlCommentSpanContext(msg.buf, start, end);
+    if (remote === undefined || (remote.traceFlags & 1) === 0) return null;
+    const parent = trace.setSpanContext(ROOT_CONTEXT, remote);
+    this.#checkoutStart = performance.now();
+    return tracer.startSpan("pool.checkout", {
+      kind: SpanKind.SERVER,
+      attributes: {
+        "db.system.name": "postgresql",
+        "db.namespace": this.database,
+        "tessera.user": this.user,
+        "tessera.session.pid": this.pid,
+      },
+    }, parent);
+  }
+
+  /** The lending `span` stands for began: `b` came. */
+  #checkedOut(span: Span, b: BackendConn | null): void {
+    if (b === null) {
+      this.#noCheckout(span);
+      return;
+    }
+    span.setAttributes({
+      "tessera.backend.pid": b.pid,
+      "tessera.pool.wait_ms": Math.round((performance.now() - this.#checkoutStart) * 1000) / 1000,
+    });
+    span.addEvent("connection acquired");
+    this.#span?.end(); // (never left open: one lending at a time)
+    this.#span = span;
+  }
+
+  /** No backend came for the transaction `span` stands for. */
+  #noCheckout(span: Span): void {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: "no connection was acquired" });
+    span.end();
+  }
+
+  /** The current lending ended: the backend went back to the pool, or was dropped (`error`). */
+  #endCheckout(error?: string): void {
+    const span = this.#span;
+    if (span === null) return;
+    this.#span = null;
+    if (this.#pins !== 0) span.setAttribute("tessera.pinned", pinReasons(this.#pins));
+    if (error !== undefined) span.setStatus({ code: SpanStatusCode.ERROR, message: error });
+    span.end();
   }
 
   /** Takes an idle backend without waiting; false when that needs a wait. */
@@ -958,6 +1052,7 @@ export class Session implements BackendOwner {
     const outstanding = q.size > 0;
     const inBlock = this.#txn !== I;
     this.#backend = null;
+    this.#endCheckout("the connection was lost in the transaction");
     if (this.#dirty === b) this.#dirty = null;
     this.#undoQueue(b);
     this.#skipping = false;
@@ -1051,6 +1146,7 @@ export class Session implements BackendOwner {
       // when it sends the transaction's first message.
       this.#replay = null;
       this.#backend = null;
+      this.#endCheckout("the connection failed before the transaction started");
       if (this.#dirty === b) this.#dirty = null;
       this.#undoQueue(b);
       b.owner = null;
@@ -1071,6 +1167,7 @@ export class Session implements BackendOwner {
     this.#matched = 0;
     const pool = this.#pool!;
     this.#backend = null;
+    this.#endCheckout("the connection failed; the transaction is retried on another");
     if (this.#dirty === b) this.#dirty = null;
     this.#undoQueue(b);
     this.#skipping = false;
@@ -2156,6 +2253,7 @@ export class Session implements BackendOwner {
 
   #release(b: BackendConn): void {
     this.#backend = null;
+    if (this.#span !== null) this.#endCheckout();
     if (this.#dirty === b) this.#dirty = null;
     this.#pool!.release(b);
     if (this.#draining && this.#reading) this.#endIfIdle();
@@ -2163,6 +2261,9 @@ export class Session implements BackendOwner {
 
   #discard(b: BackendConn): void {
     this.#backend = null;
+    if (this.#span !== null) {
+      this.#endCheckout("the connection was closed: its state was not known");
+    }
     if (this.#dirty === b) this.#dirty = null;
     this.#dropExpected();
     this.#pool!.discard(b);
@@ -2217,6 +2318,7 @@ export class Session implements BackendOwner {
       return;
     }
     this.#backend = null;
+    this.#endCheckout("the connection was lost");
     if (this.#dirty === b) this.#dirty = null;
     this.#dropExpected();
     this.#pool!.discard(b);
