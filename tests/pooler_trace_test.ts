@@ -182,8 +182,10 @@ Deno.test({
       assert(!byTrace.has(traceIdOf(4)), "an unsampled trace gets no span");
       const wait6 = attr(byTrace.get(traceIdOf(6))!.span, "tessera.pool.wait_ms") as number;
       const wait1 = attr(byTrace.get(traceIdOf(1))!.span, "tessera.pool.wait_ms") as number;
-      assert(wait6 >= 250, `the waiting transaction's wait is recorded: ${wait6} ms`);
-      assert(wait1 < 250, `an idle connection is taken at once: ${wait1} ms`);
+      // The connection came only after the other client's COMMIT, sent 300 ms after this query
+      // (a loose bound: the pooler may read the query late on a busy machine).
+      assert(wait6 >= 100, `the waiting transaction's wait is recorded: ${wait6} ms`);
+      assert(wait1 >= 0 && wait1 < wait6, `an idle connection needs no wait: ${wait1} ms`);
     } finally {
       await a?.end().catch(() => undefined);
       await b?.end().catch(() => undefined);
