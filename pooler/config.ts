@@ -37,6 +37,7 @@ export const poolerConfigSchema = z.object({
   preparedCacheSize: positiveIntSchema.default(256),
   deferBegin: z.enum(["on", "off"]).default("on"),
   drainTimeout: nonNegativeIntSchema.default(30),
+  workers: z.coerce.number().int().min(1).max(64).default(1),
   io: z.enum(["auto", "fast", "deno"]).default("auto"),
   auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
   authFile: absolutePathSchema.optional(),
@@ -65,6 +66,20 @@ export const poolerConfigSchema = z.object({
       code: "custom",
       path: ["minPoolSize"],
       message: `must not exceed --pool-size (${c.poolSize})`,
+    });
+  }
+  if (c.workers > c.poolSize) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["workers"],
+      message: `must not exceed --pool-size (${c.poolSize}): each worker needs a backend`,
+    });
+  }
+  if (c.workers > 1 && c.io === "deno") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["workers"],
+      message: "more than one worker needs the fast socket path (--io auto or fast)",
     });
   }
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
@@ -197,6 +212,12 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       env: "POOLER_DRAIN_TIMEOUT",
       description:
         "seconds a shutdown waits for transactions in flight before closing their clients (default 30)",
+    },
+    workers: {
+      flag: "workers",
+      env: "POOLER_WORKERS",
+      description:
+        "processes serving the TCP addresses together (SO_REUSEPORT), each with its share of the pool sizes and client limit; the first also serves HTTP, the Unix socket and topo (default 1)",
     },
     io: {
       flag: "io",

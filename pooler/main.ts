@@ -7,8 +7,14 @@
 
 import { componentMain } from "../shared/proc/mod.ts";
 import { poolerConfigSpec } from "./config.ts";
-import { runPooler } from "./runtime.ts";
+import { runPooler, runWorker } from "./runtime.ts";
+import { workerFromEnv } from "./workers.ts";
 
 if (import.meta.main) {
-  Deno.exit(await componentMain(poolerConfigSpec, (config) => runPooler(config)));
+  const worker = workerFromEnv();
+  Deno.exit(
+    worker !== undefined
+      ? await runWorker(worker)
+      : await componentMain(poolerConfigSpec, (config) => runPooler(config)),
+  );
 }

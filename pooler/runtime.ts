@@ -20,7 +20,8 @@ import { loadUsersFile, poolerAuth, type VerifierLookup } from "./control/users.
 import { PostgresProbe } from "./control/postgres_probe.ts";
 import { type PoolerIdentity, registerPoolerService } from "./control/service.ts";
 import { InstanceManager, registerManagerService } from "./control/manager.ts";
-import { type PoolerServer, startPooler } from "./server.ts";
+import { type PoolerServer, startPooler, type WorkerPlace } from "./server.ts";
+import { detachSession, stdinClosed, WorkerSet, workerSizes, type WorkerSpec } from "./workers.ts";
 
 /** Version reported in `/status`. */
 export const POOLER_VERSION = "0.1.0";
@@ -86,15 +87,24 @@ export async function runPooler(
       ...(config.postgresPassword !== undefined ? { password: config.postgresPassword } : {}),
     };
     const fastNet = chooseIo(config.io, logger);
+    let place: WorkerPlace | undefined;
+    if (config.workers > 1) {
+      if (fastNet === undefined) throw new Error("--workers above 1 needs the fast socket path");
+      const dir = await Deno.makeTempDir({ prefix: "tessera-pooler-" });
+      await Deno.chmod(dir, 0o700);
+      cleanups.push(() => Deno.remove(dir, { recursive: true }).catch(() => undefined));
+      place = { index: 0, count: config.workers, dir };
+    }
+    const sizes = workerSizes(config, config.workers, 0);
     const pooler = await startPooler({
       listen: config.listen,
       ...(config.unixSocketDir !== undefined ? { unixSocketDir: config.unixSocketDir } : {}),
       postgres,
-      poolSize: config.poolSize,
-      minPoolSize: config.minPoolSize,
-      reservePoolSize: config.reservePoolSize,
+      poolSize: sizes.poolSize,
+      minPoolSize: sizes.minPoolSize,
+      reservePoolSize: sizes.reservePoolSize,
       adminUsers: config.adminUsers,
-      maxClientConnections: config.maxClientConn,
+      maxClientConnections: sizes.maxClientConn,
       idleTimeoutMs: config.idleTimeout * 1000,
       maxLifetimeMs: config.maxLifetime * 1000,
       queueTimeoutMs: config.queueTimeout * 1000,
@@ -104,9 +114,18 @@ export async function runPooler(
       auth,
       ...(tls !== undefined ? { tls } : {}),
       ...(fastNet !== undefined ? { fastNet } : {}),
+      ...(place !== undefined ? { worker: place } : {}),
       logger,
     });
     cleanups.push(() => pooler.shutdown());
+    let workers: WorkerSet | undefined;
+    if (place !== undefined) {
+      const listen = tcpAddresses(pooler);
+      workers = new WorkerSet(config, place.count, place.dir, listen, logger);
+      const started = workers;
+      // Children drain as this process does; the last ones are killed after the drain timeout.
+      cleanups.push(() => started.stop(config.drainTimeout * 1000 + 5000));
+    }
 
     const probe = new PostgresProbe({
       socketDir: config.postgresSocketDir,
@@ -141,7 +160,8 @@ export async function runPooler(
         identity,
         postgres: await probe.probe(),
         managed: manager.managed,
-        ...pooler.stats(),
+        ...(await pooler.allStats()),
+        ...(workers !== undefined ? { workerPids: Object.fromEntries(workers.pids) } : {}),
       }),
     });
     const rpc = createRpcHandler(
@@ -178,6 +198,88 @@ export async function runPooler(
     await cleanups.run();
     throw err;
   }
+}
+
+/** The pooler's TCP addresses as HOST:PORT, with the ports it really got. */
+function tcpAddresses(pooler: PoolerServer): string[] {
+  return pooler.addresses.filter((a): a is Deno.NetAddr => "hostname" in a).map((a) =>
+    a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`
+  );
+}
+
+/**
+ * A child worker (see pooler/workers.ts): the data path only, on the first process's TCP
+ * addresses with its share of the sizes. It stops when its standard input ends (the first
+ * process stops it that way, and a first process that dies ends it too) or on SIGINT/SIGTERM.
+ * Resolves to the process's exit code.
+ */
+export async function runWorker(
+  spec: WorkerSpec,
+  options: { sink?: LogSink } = {},
+): Promise<number> {
+  const config = spec.config;
+  const logger = new Logger({
+    component: "pooler",
+    alias: `${config.alias}/${spec.index}`,
+    level: config.logLevel,
+    ...(options.sink ? { sink: options.sink } : {}),
+  });
+  const detached = detachSession();
+  if (detached !== undefined) {
+    logger.warn("worker stays in the first process's session", { reason: detached });
+  }
+  const tls = config.tlsCert !== undefined && config.tlsKey !== undefined
+    ? loadFrontendTls({ certFile: config.tlsCert, keyFile: config.tlsKey })
+    : undefined;
+  const topo = config.topoEndpoints.length > 0 && config.auth === "scram-sha-256"
+    ? await TopoClient.connect({ endpoints: config.topoEndpoints, root: config.topoRoot, logger })
+    : undefined;
+  const fastNet = chooseIo(config.io === "auto" ? "fast" : config.io, logger);
+  const sizes = workerSizes(config, spec.count, spec.index);
+  let pooler: PoolerServer;
+  try {
+    pooler = await startPooler({
+      listen: spec.listen,
+      postgres: {
+        port: config.postgresPort,
+        ...(config.postgresSocketDir !== undefined
+          ? { socketDir: config.postgresSocketDir }
+          : { host: config.postgresHost ?? "127.0.0.1" }),
+        ...(config.postgresPassword !== undefined ? { password: config.postgresPassword } : {}),
+      },
+      poolSize: sizes.poolSize,
+      minPoolSize: sizes.minPoolSize,
+      reservePoolSize: sizes.reservePoolSize,
+      adminUsers: config.adminUsers,
+      maxClientConnections: sizes.maxClientConn,
+      idleTimeoutMs: config.idleTimeout * 1000,
+      maxLifetimeMs: config.maxLifetime * 1000,
+      queueTimeoutMs: config.queueTimeout * 1000,
+      preparedStatementCacheSize: config.preparedCacheSize,
+      deferBegin: config.deferBegin === "on",
+      drainTimeoutMs: config.drainTimeout * 1000,
+      auth: poolerAuth(config.auth, await verifierLookup(config, topo)),
+      ...(tls !== undefined ? { tls } : {}),
+      ...(fastNet !== undefined ? { fastNet } : {}),
+      worker: { index: spec.index, count: spec.count, dir: spec.dir },
+      logger,
+    });
+  } catch (err) {
+    logger.error("worker could not start", { error: err });
+    topo?.close();
+    return 1;
+  }
+  logger.info("pooler worker serving", { worker: spec.index, of: spec.count, listen: spec.listen });
+  const stop = Promise.withResolvers<void>();
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  const onSignal = () => stop.resolve();
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  void stdinClosed().then(onSignal);
+  await stop.promise;
+  for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  await pooler.shutdown();
+  await topo?.close();
+  return 0;
 }
 
 /**

@@ -51,6 +51,26 @@ export interface PostgresTarget {
   connectTimeoutMs?: number;
 }
 
+/**
+ * This pooler's place among the worker processes that serve one listen address together (see
+ * docs/pooler.md, "Worker processes"). Each worker owns the session ids `pid` with
+ * `pid % count === index`, and listens on `<dir>/w<index>.sock` for the cancel requests that
+ * another worker received for one of them.
+ */
+export interface WorkerPlace {
+  /** This worker's number, from 0. */
+  index: number;
+  /** How many workers there are (more than 1). */
+  count: number;
+  /** The workers' private folder (mode 0700) for their cancel sockets. */
+  dir: string;
+}
+
+/** The socket a worker takes cancel requests for its sessions on. */
+export function workerCancelSocket(dir: string, index: number): string {
+  return `${dir}/w${index}.sock`;
+}
+
 /** Options of {@linkcode startPooler}. Durations are in milliseconds. */
 export interface PoolerOptions {
   /** TCP addresses for clients (`HOST:PORT` strings or objects); none when not given. */
@@ -114,6 +134,11 @@ export interface PoolerOptions {
    * Deno's own networking when not given (and for TCP host names that are not IP literals).
    */
   fastNet?: FastNet;
+  /**
+   * One of several worker processes on the same TCP addresses (SO_REUSEPORT, which needs
+   * `fastNet`); alone when not given.
+   */
+  worker?: WorkerPlace;
 }
 
 /** Stats of the whole pooler. */
@@ -138,14 +163,18 @@ export interface PoolerStats {
   preparedStatements: { hits: number; misses: number; evictions: number };
   /** Gateways' multiplexed connections now, the client channels they carry, writes and reads. */
   multiplexed: MuxStats;
+  /** Worker processes these stats cover (see {@linkcode PoolerServer.allStats}); absent for one. */
+  workers?: number;
 }
 
 /** A running pooler. */
 export interface PoolerServer {
   /** Addresses listened on (TCP with their real ports, then the Unix socket if any). */
   readonly addresses: Deno.Addr[];
-  /** Current stats. */
+  /** Current stats (of this process only, when it is one of several workers). */
   stats(): PoolerStats;
+  /** Current stats of every worker process together (the same as `stats()` for a lone pooler). */
+  allStats(): Promise<PoolerStats>;
   /**
    * Drains and stops: closes the listeners at once (a new pooler may take the same ports), lets
    * every transaction in flight finish, and closes each client as soon as it is between
@@ -155,6 +184,86 @@ export interface PoolerServer {
    * it is done; later calls return the same promise.
    */
   shutdown(): Promise<void>;
+}
+
+/** The request code of a CancelRequest packet. */
+const CANCEL_REQUEST_CODE = 80877102;
+/** A worker asking another for its stats, on the cancel socket (not a Postgres code). */
+const WORKER_STATS_CODE = 0x54657373;
+
+async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const r = await conn.read(out.subarray(got));
+    if (r === null) throw new Error(`connection closed after ${got} of ${n} bytes`);
+    got += r;
+  }
+  return out;
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
+ * Stats of several workers as one pooler's: counts add up, pools of the same user and database
+ * are one pool (their longest wait is the longest of them).
+ */
+export function mergeStats(list: readonly PoolerStats[]): PoolerStats {
+  const out: PoolerStats = {
+    clients: 0,
+    activeClients: 0,
+    clientsTotal: 0,
+    clientsRefused: 0,
+    cancelRequests: { received: 0, forwarded: 0 },
+    pools: [],
+    pinnedClients: 0,
+    pins: {},
+    preparedStatements: { hits: 0, misses: 0, evictions: 0 },
+    multiplexed: { connections: 0, channels: 0, writes: 0, framesOut: 0, reads: 0, framesIn: 0 },
+  };
+  const pools = new Map<string, PoolStats>();
+  for (const s of list) {
+    out.clients += s.clients;
+    out.activeClients += s.activeClients;
+    out.clientsTotal += s.clientsTotal;
+    out.clientsRefused += s.clientsRefused;
+    out.cancelRequests.received += s.cancelRequests.received;
+    out.cancelRequests.forwarded += s.cancelRequests.forwarded;
+    out.pinnedClients += s.pinnedClients;
+    for (const [reason, n] of Object.entries(s.pins)) {
+      out.pins[reason] = (out.pins[reason] ?? 0) + n;
+    }
+    out.preparedStatements.hits += s.preparedStatements.hits;
+    out.preparedStatements.misses += s.preparedStatements.misses;
+    out.preparedStatements.evictions += s.preparedStatements.evictions;
+    for (const k of Object.keys(out.multiplexed) as (keyof MuxStats)[]) {
+      out.multiplexed[k] += s.multiplexed[k];
+    }
+    for (const p of s.pools) {
+      const key = `${p.user}\0${p.database}`;
+      const seen = pools.get(key);
+      if (seen === undefined) {
+        pools.set(key, { ...p });
+        continue;
+      }
+      for (const k of Object.keys(p) as (keyof PoolStats)[]) {
+        if (k === "user" || k === "database") continue;
+        seen[k] = k === "maxWaitMs" ? Math.max(seen[k], p[k]) : seen[k] + p[k];
+      }
+    }
+  }
+  out.pools = [...pools.values()];
+  return out;
 }
 
 const TRUST_ALL: FrontendAuth = { lookup: () => ({ method: "trust" }) };
@@ -223,6 +332,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #counters = { clientsTotal: 0, clientsRefused: 0, cancelReceived: 0, cancelForwarded: 0 };
   #handshakes = new Set<Deno.Conn>();
   #muxes = new Set<Mux>();
+  #worker: WorkerPlace | undefined;
 
   constructor(options: PoolerOptions) {
     this.#options = options;
@@ -273,17 +383,34 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     );
     this.#admins = new Set(options.adminUsers ?? []);
     this.#drainTimeoutMs = checkCount(options.drainTimeoutMs ?? 30_000, "drainTimeoutMs", 0);
-    // Virtual process ids start at a random point so they rarely look like real ones.
-    this.#nextPid = 0x10000000 + Math.floor(Math.random() * 0x1000000);
+    const w = options.worker;
+    if (w !== undefined) {
+      checkCount(w.count, "worker.count", 2);
+      if (!Number.isInteger(w.index) || w.index < 0 || w.index >= w.count) {
+        throw new RangeError(`'worker.index' must be in 0..${w.count - 1}: received ${w.index}`);
+      }
+      if (options.fastNet === undefined) {
+        throw new RangeError("worker processes need the fast socket path (SO_REUSEPORT)");
+      }
+      this.#worker = w;
+    }
+    // Virtual process ids start at a random point so they rarely look like real ones; a
+    // worker's are those whose remainder by the count of workers is its index.
+    const start = 0x10000000 + Math.floor(Math.random() * 0x1000000);
+    this.#nextPid = w === undefined ? start : start - (start % w.count) + w.index;
   }
 
   async start(): Promise<void> {
     const tcp = (this.#options.listen ?? []).map(parseListen);
     try {
       const fast = this.#options.fastNet;
+      const worker = this.#worker;
       for (const addr of tcp) {
+        if (worker !== undefined && !fast!.accepts(addr)) {
+          throw new RangeError(`worker processes listen on IP addresses only: '${addr.hostname}'`);
+        }
         const l: Deno.Listener = fast?.accepts(addr)
-          ? fast.listen(addr)
+          ? fast.listen(addr, undefined, worker !== undefined)
           : Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
         this.#listeners.push(l);
         this.addresses.push(l.addr);
@@ -301,11 +428,21 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         this.#listeners.push(l);
         this.addresses.push(l.addr);
       }
+      if (worker !== undefined) {
+        const path = workerCancelSocket(worker.dir, worker.index);
+        await Deno.remove(path).catch(() => undefined);
+        const l = fast!.listen({ path });
+        this.#listeners.push(l);
+        this.#track(this.#acceptLoop(l, true));
+      }
     } catch (err) {
       for (const l of this.#listeners) l.close();
       throw err;
     }
-    for (const l of this.#listeners) this.#track(this.#acceptLoop(l));
+    for (const l of this.#listeners) {
+      if (l.addr.transport === "unix" && this.#isCancelSocket(l.addr.path)) continue;
+      this.#track(this.#acceptLoop(l));
+    }
     const q = this.#poolSettings.queueTimeoutMs;
     const tick = Math.min(1000, Math.max(50, Math.floor((q > 0 ? q : 1000) / 5)));
     this.#timer = setInterval(() => this.#maintain(), tick);
@@ -316,7 +453,12 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     p.finally(() => this.#tasks.delete(p));
   }
 
-  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+  #isCancelSocket(path: string): boolean {
+    const w = this.#worker;
+    return w !== undefined && path === workerCancelSocket(w.dir, w.index);
+  }
+
+  async #acceptLoop(listener: Deno.Listener, peer = false): Promise<void> {
     for (;;) {
       let conn: Deno.Conn;
       try {
@@ -332,7 +474,75 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         conn.close();
         continue;
       }
-      this.#track(this.#handleConn(conn));
+      this.#track(peer ? this.#handlePeer(conn) : this.#handleConn(conn));
+    }
+  }
+
+  /**
+   * Another worker on the cancel socket: a CancelRequest for one of this worker's sessions, or a
+   * stats request (answered with this worker's stats as JSON); the connection closes after it.
+   */
+  async #handlePeer(conn: Deno.Conn): Promise<void> {
+    try {
+      const head = await readExactly(conn, 8);
+      const v = new DataView(head.buffer);
+      const len = v.getInt32(0);
+      const code = v.getInt32(4);
+      if (code === CANCEL_REQUEST_CODE && len === 16) {
+        const rest = new DataView((await readExactly(conn, 8)).buffer);
+        await this.#cancel(rest.getInt32(0), rest.getInt32(4));
+      } else if (code === WORKER_STATS_CODE && len === 8) {
+        await writeAll(conn, new TextEncoder().encode(JSON.stringify(this.stats())));
+      }
+    } catch (err) {
+      if (!this.#stopping) this.log.warn("a worker's request failed", { error: err });
+    } finally {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /** This worker's stats merged with every other worker's (asked on their cancel sockets). */
+  async allStats(): Promise<PoolerStats> {
+    const w = this.#worker;
+    if (w === undefined) return this.stats();
+    const others: Promise<PoolerStats | undefined>[] = [];
+    for (let i = 0; i < w.count; i++) {
+      if (i !== w.index) others.push(this.#askStats(workerCancelSocket(w.dir, i)));
+    }
+    const got = (await Promise.all(others)).filter((s) => s !== undefined);
+    return { ...mergeStats([this.stats(), ...got]), workers: 1 + got.length };
+  }
+
+  async #askStats(path: string): Promise<PoolerStats | undefined> {
+    let conn: Deno.Conn | undefined;
+    try {
+      conn = await this.#options.fastNet!.connect({ path });
+      const req = new Uint8Array(8);
+      new DataView(req.buffer).setInt32(0, 8);
+      new DataView(req.buffer).setInt32(4, WORKER_STATS_CODE);
+      await writeAll(conn, req);
+      const chunks: Uint8Array[] = [];
+      for (;;) {
+        const buf = new Uint8Array(16384);
+        const n = await conn.read(buf);
+        if (n === null) break;
+        chunks.push(buf.subarray(0, n));
+      }
+      const text = new TextDecoder().decode(concatBytes(chunks));
+      return JSON.parse(text) as PoolerStats;
+    } catch (err) {
+      this.log.warn("a worker's stats could not be read", { socket: path, error: err });
+      return undefined;
+    } finally {
+      try {
+        conn?.close();
+      } catch {
+        // already closed
+      }
     }
   }
 
@@ -418,9 +628,12 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   }
 
   #allocatePid(): number {
+    const step = this.#worker?.count ?? 1;
     for (;;) {
       const pid = this.#nextPid;
-      this.#nextPid = this.#nextPid >= 0x7ffffff0 ? 0x10000000 : this.#nextPid + 1;
+      this.#nextPid = this.#nextPid >= 0x7ffffff0
+        ? 0x10000000 + (this.#worker?.index ?? 0)
+        : this.#nextPid + step;
       if (!this.#sessions.has(pid)) return pid;
     }
   }
@@ -438,12 +651,51 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   /** Forwards a cancel for session `pid`; settles once Postgres has handled it. */
   #cancel(pid: number, secret: number): Promise<void> {
     this.#counters.cancelReceived++;
+    const w = this.#worker;
+    if (w !== undefined && pid >= 0 && pid % w.count !== w.index) {
+      const p = this.#cancelElsewhere(w, pid, secret);
+      this.#track(p);
+      return p;
+    }
     const session = this.#sessions.get(pid);
     if (session === undefined || session.secret !== secret) return Promise.resolve();
     const b = session.backend;
     if (b === null) return Promise.resolve(); // nothing runs for this client
     this.#counters.cancelForwarded++;
     return this.cancelBackend(b, () => session.backend === b);
+  }
+
+  /**
+   * Hands a cancel request for another worker's session to that worker (its cancel socket), and
+   * settles once that worker has handled it (closed the connection). Never rejects.
+   */
+  async #cancelElsewhere(w: WorkerPlace, pid: number, secret: number): Promise<void> {
+    const msg = new Uint8Array(16);
+    const v = new DataView(msg.buffer);
+    v.setInt32(0, 16);
+    v.setInt32(4, CANCEL_REQUEST_CODE);
+    v.setInt32(8, pid);
+    v.setInt32(12, secret);
+    let conn: Deno.Conn | undefined;
+    try {
+      conn = await this.#options.fastNet!.connect({
+        path: workerCancelSocket(w.dir, pid % w.count),
+      });
+      await writeAll(conn, msg);
+      const buf = new Uint8Array(1);
+      while ((await conn.read(buf)) !== null) { /* the peer only closes */ }
+    } catch (err) {
+      this.log.warn("could not hand a cancel request to its worker", {
+        worker: pid % w.count,
+        error: err,
+      });
+    } finally {
+      try {
+        conn?.close();
+      } catch {
+        // already closed
+      }
+    }
   }
 
   /**

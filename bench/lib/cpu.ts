@@ -208,6 +208,27 @@ export function readProcessUsage(pid: number): ProcessUsage {
   return usage;
 }
 
+/**
+ * {@linkcode readProcessUsage} of `pid` and of its child processes together (a pooler that runs
+ * worker processes). A child that ends between two readings makes their difference wrong: read
+ * the same set twice.
+ */
+export function readTreeUsage(pid: number, children: readonly number[]): ProcessUsage {
+  const total = readProcessUsage(pid);
+  for (const c of children) {
+    try {
+      const u = readProcessUsage(c);
+      total.userTicks += u.userTicks;
+      total.systemTicks += u.systemTicks;
+      total.voluntary += u.voluntary;
+      total.involuntary += u.involuntary;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  return total;
+}
+
 /** A process's usage over an interval, per transaction. */
 export interface UsagePerTransaction {
   /** User CPU, microseconds. */

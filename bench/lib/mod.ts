@@ -17,6 +17,7 @@ export {
   type ProcessTicks,
   type ProcessUsage,
   readProcessUsage,
+  readTreeUsage,
   type SystemTicks,
   treeTicks,
   type UsagePerTransaction,

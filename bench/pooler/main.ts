@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import {
   assertPortFree,
+  childPids,
   CleanupStack,
   CpuMeter,
   type CpuShare,
@@ -29,7 +30,7 @@ import {
   type PgbenchWorkload,
   type ProcessUsage,
   ratio,
-  readProcessUsage,
+  readTreeUsage,
   runPgbench,
   sleep,
   startPgbouncer,
@@ -67,6 +68,8 @@ const USAGE = `Usage: deno run -A bench/pooler/main.ts [options]
                         under 5% of the CPUs (default 0: do not wait; the table shows it anyway)
   --port-base N         first of five ports used, below 32768 (default 12900)
   --tessera-arg ARG     extra flag for the pooler (repeat for several)
+  --tessera-workers N   the pooler's --workers in the throughput runs, its pool size split
+                        over them (default 1; the RSS probe always runs one)
   --json FILE           also write every figure as JSON
   --help                this text`;
 
@@ -85,6 +88,7 @@ interface Options {
   rounds: number;
   portBase: number;
   tesseraArgs: string[];
+  tesseraWorkers: number;
   json: string | undefined;
 }
 
@@ -129,6 +133,7 @@ function parseOptions(args: string[]): Options | undefined {
       rounds: { type: "string", default: "1" },
       "port-base": { type: "string", default: "12900" },
       "tessera-arg": { type: "string", multiple: true, default: [] },
+      "tessera-workers": { type: "string", default: "1" },
       json: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -154,6 +159,7 @@ function parseOptions(args: string[]): Options | undefined {
     rounds: positiveInt("rounds", values.rounds),
     portBase,
     tesseraArgs: values["tessera-arg"],
+    tesseraWorkers: positiveInt("tessera-workers", values["tessera-workers"]),
     json: values.json,
   };
 }
@@ -206,9 +212,10 @@ interface IdleRow extends IdleRssResult {
 }
 
 /** The pooler's usage, or undefined when it cannot be read (it exited: the run says why). */
-function readUsage(pid: number): ProcessUsage | undefined {
+/** CPU of the pooler's process and of its worker processes (`--tessera-arg --workers`). */
+function readUsage(pid: number, children: readonly number[]): ProcessUsage | undefined {
   try {
-    return readProcessUsage(pid);
+    return readTreeUsage(pid, children);
   } catch {
     return undefined;
   }
@@ -624,6 +631,10 @@ async function main(): Promise<number> {
           `pool size ${opts.poolSize} (PgBouncer transaction mode, default_pool_size ` +
           `${opts.poolSize}); all targets over TCP ${HOST}; poolers reach Postgres by its Unix ` +
           `socket, direct clients log in with SCRAM once per connection` +
+          (opts.tesseraWorkers > 1
+            ? `; Tessera as ${opts.tesseraWorkers} worker processes (--workers ` +
+              `${opts.tesseraWorkers}) with ${opts.poolSize} backends in all`
+            : "") +
           (opts.rounds > 1
             ? `; ${opts.rounds} rounds alternating the targets (reversed every other round), ` +
               `each figure the median over the rounds (max: the worst; failed, aborted: summed; ` +
@@ -672,14 +683,22 @@ async function main(): Promise<number> {
             listenHost: HOST,
             listenPort: ports.tessera,
             poolSize: opts.poolSize,
-            extraArgs: opts.tesseraArgs,
+            extraArgs: opts.tesseraWorkers > 1
+              ? [...opts.tesseraArgs, "--workers", String(opts.tesseraWorkers)]
+              : opts.tesseraArgs,
             logFile: `${workDir}/tessera-pooler.log`,
             user: USER,
             database: DATABASE,
           });
           const t = tessera;
           stopThroughputServers.push(cleanup.push("tessera pooler", () => t.stop()));
-          log(`tessera pooler pid ${tessera.pid} on port ${tessera.port}`);
+          log(
+            `tessera pooler pid ${tessera.pid} on port ${tessera.port}` +
+              (opts.tesseraWorkers > 1
+                ? ` (${opts.tesseraWorkers} worker processes, pool size ${opts.poolSize} split ` +
+                  `over them; CPU figures include them all)`
+                : ""),
+          );
         } catch (err) {
           if (!(err instanceof NotAvailableError)) throw err;
           tesseraMissing = err.message;
@@ -728,7 +747,10 @@ async function main(): Promise<number> {
                 ]);
                 const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-log-" });
                 const poolerPid = pidOf[target];
-                const usageBefore = poolerPid === undefined ? undefined : readUsage(poolerPid);
+                const workers = poolerPid === undefined ? [] : childPids(poolerPid);
+                const usageBefore = poolerPid === undefined
+                  ? undefined
+                  : readUsage(poolerPid, workers);
                 meter.start();
                 const result = await runPgbench({
                   pgbench,
@@ -746,7 +768,9 @@ async function main(): Promise<number> {
                   signal,
                 });
                 const cpu = meter.stop();
-                const usageAfter = poolerPid === undefined ? undefined : readUsage(poolerPid);
+                const usageAfter = poolerPid === undefined
+                  ? undefined
+                  : readUsage(poolerPid, workers);
                 await Deno.remove(logDir, { recursive: true });
                 const pooler = usageBefore !== undefined && usageAfter !== undefined
                   ? usagePerTransaction(usageBefore, usageAfter, result.report.processed)

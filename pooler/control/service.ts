@@ -68,7 +68,7 @@ export function registerPoolerService(
 ): void {
   router.service(PoolerService, {
     async status() {
-      const stats = pooler.stats();
+      const stats = await pooler.allStats();
       const pg = await probe.probe();
       return {
         alias: identity.alias,
@@ -106,7 +106,7 @@ export function registerPoolerService(
       const interval = req.intervalMs > 0 ? Math.max(100, req.intervalMs) : 1000;
       while (!ctx.signal.aborted) {
         const pg = await probe.probe();
-        const stats = pooler.stats();
+        const stats = await pooler.allStats();
         const report: MessageInitShape<typeof HealthStreamResponseSchema> = {
           serving: pg.reachable,
           postgres: postgresState(pg),

@@ -35,6 +35,7 @@ const SYMBOLS = {
   },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  setsid: { parameters: [], result: "i32" },
 } as const;
 
 const CACHED_LENGTHS = 32 * 1024 + 1;
@@ -62,6 +63,7 @@ export const C = {
   SOCK_CLOEXEC: 0o2000000,
   SOL_SOCKET: 1,
   SO_REUSEADDR: 2,
+  SO_REUSEPORT: 15,
   SO_ERROR: 4,
   SO_KEEPALIVE: 9,
   IPPROTO_TCP: 6,

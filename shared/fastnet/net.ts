@@ -152,10 +152,12 @@ export class FastNet {
   }
 
   /**
-   * Listens on `address`. TCP sockets get SO_REUSEADDR, as Deno's own listeners do. Throws the
-   * same `Deno.errors` as `Deno.listen` (AddrInUse, PermissionDenied, ...).
+   * Listens on `address`. TCP sockets get SO_REUSEADDR, as Deno's own listeners do, and
+   * SO_REUSEPORT with `reusePort` (then several processes listen on one port, each with its own
+   * queue, and the kernel spreads new connections over them). Throws the same `Deno.errors` as
+   * `Deno.listen` (AddrInUse, PermissionDenied, ...).
    */
-  listen(address: FastAddress, backlog = 1024): FastListener {
+  listen(address: FastAddress, backlog = 1024, reusePort = false): FastListener {
     const sa = this.#encode(address);
     if (sa === undefined) {
       throw new TypeError(`not an IP address: '${(address as { hostname: string }).hostname}'`);
@@ -166,6 +168,9 @@ export class FastNet {
     try {
       if (sa.family !== C.AF_UNIX) {
         sym.setsockopt(fd, C.SOL_SOCKET, C.SO_REUSEADDR, int32(1), 4);
+        if (reusePort && sym.setsockopt(fd, C.SOL_SOCKET, C.SO_REUSEPORT, int32(1), 4) < 0) {
+          throw errnoError(errno(), "setsockopt");
+        }
       }
       if (sym.bind(fd, sa.bytes, sa.bytes.length) < 0) throw errnoError(errno(), "bind");
       if (sym.listen(fd, backlog) < 0) throw errnoError(errno(), "listen");

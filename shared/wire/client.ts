@@ -203,6 +203,11 @@ export class PgClient {
     return this.#processId;
   }
 
+  /** The secret key of a CancelRequest for this connection (from BackendKeyData). */
+  get secretKey(): number {
+    return this.#secretKey;
+  }
+
   /** Transaction status after the last query: `I` idle, `T` in a block, `E` failed block. */
   get transactionStatus(): TransactionStatus {
     return this.#status;

@@ -1,0 +1,241 @@
+/**
+ * End to end: the pooler as several worker processes on one port (`--workers`), against a real
+ * Postgres. Two workers in this process, each on a port of its own, show that a cancel request
+ * that reaches the wrong worker still stops the right query (and only it), and that stats add
+ * up. Then `deno task pooler --workers 2` as users run it: connections spread over both
+ * processes, Postgres never sees more backends than `--pool-size`, cancels work from any
+ * connection, a killed worker is started again, and a shutdown stops every process.
+ */
+import pg from "pg";
+import { type PoolerServer, startPooler } from "../pooler/mod.ts";
+import { TesseraError } from "../shared/errors/mod.ts";
+import { MessageWriter, PgClient, writeAll } from "../shared/wire/mod.ts";
+import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
+import { startTestPostgres } from "./support/postgres.ts";
+import { fastIo } from "./support/fast_io.ts";
+import { makeSharedTempDir, startTask, waitFor } from "./support/process.ts";
+
+const PG_PORT = 12786;
+const POOLER_A = 12787;
+const POOLER_B = 12788;
+const POOLER_HTTP = 12789;
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+const target = (port: number) => ({
+  host: "127.0.0.1",
+  port,
+  user: "postgres",
+  database: "postgres",
+});
+
+/** Sends a CancelRequest for (pid, secret) to `port` and waits until the pooler closes it. */
+async function cancelAt(port: number, pid: number, secret: number): Promise<void> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, new MessageWriter(16).cancelRequest(pid, secret).view());
+    const buf = new Uint8Array(16);
+    while ((await conn.read(buf)) !== null) { /* closed once handled */ }
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test({
+  name: "pooler workers: a cancel that reaches another worker stops the right query; stats add up",
+  ...opts,
+  async fn() {
+    const db = await startTestPostgres({ port: PG_PORT });
+    const dir = await Deno.makeTempDir({ prefix: "tessera-workers-" });
+    const servers: PoolerServer[] = [];
+    const clients: PgClient[] = [];
+    try {
+      for (const [index, port] of [[0, POOLER_A], [1, POOLER_B]] as const) {
+        servers.push(
+          await startPooler({
+            ...fastIo(),
+            listen: [`127.0.0.1:${port}`],
+            postgres: { socketDir: db.socketDir, port: PG_PORT },
+            poolSize: 2,
+            worker: { index, count: 2, dir },
+          }),
+        );
+      }
+      const onA = await PgClient.connect(target(POOLER_A));
+      const onB = await PgClient.connect(target(POOLER_B));
+      const alsoB = await PgClient.connect(target(POOLER_B));
+      clients.push(onA, onB, alsoB);
+      // Each worker hands out the session ids of its own remainder.
+      assertEquals(onA.processId % 2, 0);
+      assertEquals(onB.processId % 2, 1);
+      assertEquals(alsoB.processId % 2, 1);
+
+      const slow = onB.query("select pg_sleep(30)");
+      slow.catch(() => {});
+      const other = alsoB.query("select pg_sleep(1), 'other done'");
+      await new Promise((r) => setTimeout(r, 300));
+      // A wrong secret, sent to worker A, cancels nothing.
+      await cancelAt(POOLER_A, onB.processId, onB.secretKey ^ 1);
+      // The right one, sent to worker A, stops B's session's query.
+      const started = Date.now();
+      await cancelAt(POOLER_A, onB.processId, onB.secretKey);
+      const err = await assertRejects(() => slow, TesseraError);
+      assertEquals(err.code, "57014");
+      assert(Date.now() - started < 20_000, "the query ran on: the cancel did not reach it");
+      assertEquals((await other)[0]!.rows[0]![1], "other done");
+      const [again] = await onB.query("select 'still here'");
+      assertEquals(again!.rows[0]![0], "still here");
+
+      // Stats: A's own cover A only; allStats covers both workers, one pool.
+      const own = servers[0]!.stats();
+      assertEquals(own.clients, 1);
+      const all = await servers[0]!.allStats();
+      assertEquals(all.workers, 2);
+      assertEquals(all.clients, 3);
+      assertEquals(all.pools.length, 1);
+      assertEquals(
+        all.pools[0]!.size,
+        servers.map((s) => s.stats().pools[0]!.size).reduce((a, b) => a + b),
+      );
+      // Three cancel requests were received (two on A, handed to B, which counts them too); B
+      // forwarded the right one to Postgres.
+      assertEquals(all.cancelRequests.received, 4);
+      assertEquals(all.cancelRequests.forwarded, 1);
+    } finally {
+      for (const c of clients) await c.close().catch(() => {});
+      for (const s of servers) await s.shutdown();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await db.cleanup();
+    }
+  },
+});
+
+interface Status {
+  workers?: number;
+  workerPids?: Record<string, number>;
+  clientsTotal: number;
+  pools: { size: number; checkouts: number }[];
+}
+
+async function status(): Promise<Status> {
+  const res = await fetch(`http://127.0.0.1:${POOLER_HTTP}/status`);
+  if (!res.ok) throw new Error(`status ${res.status}`);
+  return await res.json() as Status;
+}
+
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "pooler workers: deno task pooler --workers 2 spreads clients, keeps the pool size, " +
+    "cancels from anywhere, restarts a killed worker and stops them all",
+  ...opts,
+  async fn() {
+    const postgres = await startTestPostgres({ port: PG_PORT });
+    const base = await makeSharedTempDir("tessera-workers-");
+    let proc: Awaited<ReturnType<typeof startTask>> | undefined;
+    const clients: pg.Client[] = [];
+    try {
+      proc = await startTask("pooler", [
+        "--postgres-socket-dir",
+        postgres.socketDir,
+        "--postgres-port",
+        String(PG_PORT),
+        "--listen",
+        `127.0.0.1:${POOLER_A}`,
+        "--http-listen",
+        `127.0.0.1:${POOLER_HTTP}`,
+        "--pool-size",
+        "4",
+        "--reserve-pool-size",
+        "0",
+        "--workers",
+        "2",
+      ], `${base}/pooler.log`);
+      const first = await waitFor("both workers", async () => {
+        const s = await status();
+        return s.workers === 2 ? s : undefined;
+      });
+      const childPid = first.workerPids?.["1"];
+      assert(childPid !== undefined && alive(childPid), "no child worker process");
+
+      // 24 clients, 10 transactions each, on 4 backends in all.
+      for (let i = 0; i < 24; i++) {
+        const c = new pg.Client(target(POOLER_A));
+        // Those on the worker killed below lose their connection while idle.
+        c.on("error", () => {});
+        await c.connect();
+        clients.push(c);
+      }
+      await clients[0]!.query("create table if not exists w (id int, by int)");
+      const pids = await Promise.all(clients.map(async (c, i) => {
+        for (let t = 0; t < 10; t++) {
+          await c.query("begin");
+          await c.query("insert into w values ($1, $2)", [t, i]);
+          await c.query("commit");
+        }
+        return (await c.query("select pg_backend_pid() as pid")).rows[0].pid as number;
+      }));
+      const parities = new Set(pids.map((p) => p % 2));
+      assertEquals(parities.size, 2, "every connection went to one worker");
+      assertEquals(new Set(pids).size, 24);
+      const [{ n }] = (await clients[0]!.query("select count(*)::int as n from w")).rows;
+      assertEquals(n, 240);
+      const after = await status();
+      assertEquals(after.workers, 2);
+      assert(after.pools[0]!.size <= 4, `Postgres got ${after.pools[0]!.size} backends`);
+      assert(after.clientsTotal >= 24);
+
+      // Cancels from new connections, which the kernel spreads over both workers.
+      const wire = await Promise.all(
+        Array.from({ length: 6 }, () => PgClient.connect(target(POOLER_A))),
+      );
+      try {
+        assertEquals(new Set(wire.map((c) => c.processId % 2)).size, 2);
+        const slow = wire.slice(0, 3).map((c) => c.query("select pg_sleep(30)"));
+        for (const q of slow) q.catch(() => {});
+        await new Promise((r) => setTimeout(r, 300));
+        for (let k = 0; k < 3; k++) await wire[k]!.cancel();
+        for (const q of slow) {
+          const err = await assertRejects(() => q, TesseraError);
+          assertEquals(err.code, "57014");
+        }
+      } finally {
+        for (const c of wire) await c.close().catch(() => {});
+      }
+
+      // A killed worker: its clients lose their connections, the others do not notice, and it
+      // is started again.
+      Deno.kill(childPid, "SIGKILL");
+      const onMain = clients.filter((_, i) => pids[i]! % 2 === 0);
+      for (const c of onMain) assertEquals((await c.query("select 1 as x")).rows[0].x, 1);
+      const restarted = await waitFor("a new worker", async () => {
+        const pid = (await status()).workerPids?.["1"];
+        return pid !== undefined && pid !== childPid ? pid : undefined;
+      });
+      const fresh = await waitFor("a client on the new worker", async () => {
+        const c = await PgClient.connect(target(POOLER_A));
+        if (c.processId % 2 === 1) return c;
+        await c.close();
+        return undefined;
+      });
+      assertEquals((await fresh.query("select 7"))[0]!.rows[0]![0], "7");
+      await fresh.close();
+
+      for (const c of clients) await c.end().catch(() => {});
+      clients.length = 0;
+      const st = await proc.stop("SIGTERM");
+      assertEquals(st.code, 0);
+      await waitFor("the worker to exit", () => alive(restarted) ? undefined : true, 10_000);
+    } finally {
+      for (const c of clients) await c.end().catch(() => {});
+      await proc?.stop("SIGKILL");
+      await postgres.cleanup();
+    }
+  },
+});
