@@ -95,6 +95,14 @@ export async function runPooler(
       cleanups.push(() => Deno.remove(dir, { recursive: true }).catch(() => undefined));
       place = { index: 0, count: config.workers, dir };
     }
+    // The other workers start first: worker 0 listens once they can take their share.
+    let workers: WorkerSet | undefined;
+    if (place !== undefined) {
+      workers = new WorkerSet(config, place.count, place.dir, logger);
+      const started = workers;
+      // Children drain as this process does; the last ones are killed after the drain timeout.
+      cleanups.push(() => started.stop(config.drainTimeout * 1000 + 5000));
+    }
     const sizes = workerSizes(config, config.workers, 0);
     const pooler = await startPooler({
       listen: config.listen,
@@ -118,14 +126,6 @@ export async function runPooler(
       logger,
     });
     cleanups.push(() => pooler.shutdown());
-    let workers: WorkerSet | undefined;
-    if (place !== undefined) {
-      const listen = tcpAddresses(pooler);
-      workers = new WorkerSet(config, place.count, place.dir, listen, logger);
-      const started = workers;
-      // Children drain as this process does; the last ones are killed after the drain timeout.
-      cleanups.push(() => started.stop(config.drainTimeout * 1000 + 5000));
-    }
 
     const probe = new PostgresProbe({
       socketDir: config.postgresSocketDir,
@@ -200,16 +200,9 @@ export async function runPooler(
   }
 }
 
-/** The pooler's TCP addresses as HOST:PORT, with the ports it really got. */
-function tcpAddresses(pooler: PoolerServer): string[] {
-  return pooler.addresses.filter((a): a is Deno.NetAddr => "hostname" in a).map((a) =>
-    a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`
-  );
-}
-
 /**
- * A child worker (see pooler/workers.ts): the data path only, on the first process's TCP
- * addresses with its share of the sizes. It stops when its standard input ends (the first
+ * A child worker (see pooler/workers.ts): the data path only, for the client connections the
+ * first process hands it, with its share of the sizes. It stops when its standard input ends (the first
  * process stops it that way, and a first process that dies ends it too) or on SIGINT/SIGTERM.
  * Resolves to the process's exit code.
  */
@@ -239,7 +232,6 @@ export async function runWorker(
   let pooler: PoolerServer;
   try {
     pooler = await startPooler({
-      listen: spec.listen,
       postgres: {
         port: config.postgresPort,
         ...(config.postgresSocketDir !== undefined
@@ -269,7 +261,7 @@ export async function runWorker(
     topo?.close();
     return 1;
   }
-  logger.info("pooler worker serving", { worker: spec.index, of: spec.count, listen: spec.listen });
+  logger.info("pooler worker serving", { worker: spec.index, of: spec.count });
   const stop = Promise.withResolvers<void>();
   const signals = ["SIGINT", "SIGTERM"] as const;
   const onSignal = () => stop.resolve();

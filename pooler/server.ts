@@ -13,7 +13,7 @@ import {
   type FrontendTls,
   type LoadedFrontendTls,
 } from "../shared/frontend/mod.ts";
-import type { FastNet } from "../shared/fastnet/mod.ts";
+import { FastConn, type FastNet, FdReceiver, FdSender } from "../shared/fastnet/mod.ts";
 import { Logger } from "../shared/log/mod.ts";
 import { getTracer, tracingEnabled } from "../shared/trace/mod.ts";
 import { Mux, type MuxStats, muxStats } from "../shared/mux/mod.ts";
@@ -52,10 +52,12 @@ export interface PostgresTarget {
 }
 
 /**
- * This pooler's place among the worker processes that serve one listen address together (see
- * docs/pooler.md, "Worker processes"). Each worker owns the session ids `pid` with
- * `pid % count === index`, and listens on `<dir>/w<index>.sock` for the cancel requests that
- * another worker received for one of them.
+ * This pooler's place among the worker processes that serve one pooler together (see
+ * docs/pooler.md, "Worker processes"). Worker 0 listens and accepts every client connection, and
+ * hands them in turn to each worker (itself included), passing the socket to another worker over
+ * `<dir>/h<index>.sock`. Each worker owns the session ids `pid` with `pid % count === index`, and
+ * takes the cancel requests (and stats requests) another worker received for them on
+ * `<dir>/w<index>.sock`.
  */
 export interface WorkerPlace {
   /** This worker's number, from 0. */
@@ -69,6 +71,11 @@ export interface WorkerPlace {
 /** The socket a worker takes cancel requests for its sessions on. */
 export function workerCancelSocket(dir: string, index: number): string {
   return `${dir}/w${index}.sock`;
+}
+
+/** The socket a worker other than 0 receives its client connections on. */
+export function workerHandoffSocket(dir: string, index: number): string {
+  return `${dir}/h${index}.sock`;
 }
 
 /** Options of {@linkcode startPooler}. Durations are in milliseconds. */
@@ -135,10 +142,15 @@ export interface PoolerOptions {
    */
   fastNet?: FastNet;
   /**
-   * One of several worker processes on the same TCP addresses (SO_REUSEPORT, which needs
-   * `fastNet`); alone when not given.
+   * One of several worker processes (which needs `fastNet`); alone when not given. Worker 0 takes
+   * `listen` and `unixSocketDir`; the others listen on nothing but their worker sockets.
    */
   worker?: WorkerPlace;
+  /**
+   * Worker 0: how long `startPooler` waits for the other workers' handoff sockets before it
+   * listens anyway (serving their share itself until they come); 20000 by default.
+   */
+  workerWaitMs?: number;
 }
 
 /** Stats of the whole pooler. */
@@ -333,6 +345,12 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #handshakes = new Set<Deno.Conn>();
   #muxes = new Set<Mux>();
   #worker: WorkerPlace | undefined;
+  /** Worker 0: channels to the other workers, by index (undefined while not connected). */
+  #handoffs: (FdSender | undefined)[] = [];
+  #handoffConnecting = false;
+  /** Worker 0: the worker the next client connection goes to. */
+  #nextWorker = 0;
+  #handoffCounts: number[] = [];
 
   constructor(options: PoolerOptions) {
     this.#options = options;
@@ -390,7 +408,9 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         throw new RangeError(`'worker.index' must be in 0..${w.count - 1}: received ${w.index}`);
       }
       if (options.fastNet === undefined) {
-        throw new RangeError("worker processes need the fast socket path (SO_REUSEPORT)");
+        throw new RangeError(
+          "worker processes need the fast socket path (they pass sockets to each other)",
+        );
       }
       this.#worker = w;
     }
@@ -405,12 +425,15 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     try {
       const fast = this.#options.fastNet;
       const worker = this.#worker;
+      if (worker !== undefined && worker.index === 0) {
+        await this.#connectHandoffs(this.#options.workerWaitMs ?? 20_000);
+      }
       for (const addr of tcp) {
         if (worker !== undefined && !fast!.accepts(addr)) {
           throw new RangeError(`worker processes listen on IP addresses only: '${addr.hostname}'`);
         }
         const l: Deno.Listener = fast?.accepts(addr)
-          ? fast.listen(addr, undefined, worker !== undefined)
+          ? fast.listen(addr)
           : Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
         this.#listeners.push(l);
         this.addresses.push(l.addr);
@@ -433,14 +456,21 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         await Deno.remove(path).catch(() => undefined);
         const l = fast!.listen({ path });
         this.#listeners.push(l);
-        this.#track(this.#acceptLoop(l, true));
+        this.#track(this.#acceptLoop(l, "peer"));
+        if (worker.index > 0) {
+          const hpath = workerHandoffSocket(worker.dir, worker.index);
+          await Deno.remove(hpath).catch(() => undefined);
+          const h = fast!.listen({ path: hpath });
+          this.#listeners.push(h);
+          this.#track(this.#acceptLoop(h, "handoff"));
+        }
       }
     } catch (err) {
       for (const l of this.#listeners) l.close();
       throw err;
     }
     for (const l of this.#listeners) {
-      if (l.addr.transport === "unix" && this.#isCancelSocket(l.addr.path)) continue;
+      if (l.addr.transport === "unix" && this.#isWorkerSocket(l.addr.path)) continue;
       this.#track(this.#acceptLoop(l));
     }
     const q = this.#poolSettings.queueTimeoutMs;
@@ -453,12 +483,100 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     p.finally(() => this.#tasks.delete(p));
   }
 
-  #isCancelSocket(path: string): boolean {
+  #isWorkerSocket(path: string): boolean {
     const w = this.#worker;
-    return w !== undefined && path === workerCancelSocket(w.dir, w.index);
+    return w !== undefined &&
+      (path === workerCancelSocket(w.dir, w.index) || path === workerHandoffSocket(w.dir, w.index));
   }
 
-  async #acceptLoop(listener: Deno.Listener, peer = false): Promise<void> {
+  /**
+   * Worker 0: connects the channels to the other workers that are not connected, waiting up to
+   * `waitMs` for them (0: one attempt each).
+   */
+  async #connectHandoffs(waitMs: number): Promise<void> {
+    const w = this.#worker!;
+    const fast = this.#options.fastNet!;
+    if (this.#handoffConnecting) return;
+    this.#handoffConnecting = true;
+    try {
+      const deadline = Date.now() + waitMs;
+      for (let i = 1; i < w.count; i++) {
+        if (this.#handoffs[i] !== undefined && !this.#handoffs[i]!.closed) continue;
+        for (;;) {
+          try {
+            const conn = await fast.connect({ path: workerHandoffSocket(w.dir, i) });
+            this.#handoffs[i] = new FdSender(fast.libc, conn.release());
+            this.log.info("worker connected", { worker: i });
+            break;
+          } catch (err) {
+            if (this.#stopping) return;
+            if (Date.now() >= deadline) {
+              if (waitMs > 0) {
+                this.log.warn("a worker is not reachable yet; serving its share meanwhile", {
+                  worker: i,
+                  error: err,
+                });
+              }
+              break;
+            }
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+      }
+    } finally {
+      this.#handoffConnecting = false;
+    }
+  }
+
+  /**
+   * Worker 0: hands `conn` to the next worker in turn; false when it stays here (its turn, or
+   * that worker cannot take it now).
+   */
+  #handOff(conn: Deno.Conn): boolean {
+    const w = this.#worker!;
+    const i = this.#nextWorker;
+    this.#nextWorker = (i + 1) % w.count;
+    if (i === 0) return false;
+    const sender = this.#handoffs[i];
+    if (sender === undefined || !(conn instanceof FastConn)) return false;
+    const sent = sender.send(conn.fd);
+    if (sent === "sent") {
+      this.#handoffCounts[i] = (this.#handoffCounts[i] ?? 0) + 1;
+      conn.close(); // this process's copy
+      return true;
+    }
+    if (sent === "closed") {
+      this.#handoffs[i] = undefined;
+      this.log.warn("a worker's channel closed; serving its share until it is back", { worker: i });
+    }
+    return false;
+  }
+
+  /** A worker other than 0: serves the client connections worker 0 passes on `conn`. */
+  #receiveHandoffs(conn: Deno.Conn): void {
+    const fast = this.#options.fastNet!;
+    if (!(conn instanceof FastConn)) {
+      conn.close();
+      return;
+    }
+    const receiver = new FdReceiver(fast.libc, fast.reactor, conn.release(), (fd) => {
+      if (this.#stopping) {
+        fast.libc.sym.close(fd);
+        return;
+      }
+      this.#track(this.#handleConn(fast.adopt(fd, false)));
+    }, () => {
+      this.#receivers.delete(receiver);
+    });
+    this.#receivers.add(receiver);
+  }
+
+  #receivers = new Set<FdReceiver>();
+
+  async #acceptLoop(
+    listener: Deno.Listener,
+    kind: "client" | "peer" | "handoff" = "client",
+  ): Promise<void> {
     for (;;) {
       let conn: Deno.Conn;
       try {
@@ -474,7 +592,11 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         conn.close();
         continue;
       }
-      this.#track(peer ? this.#handlePeer(conn) : this.#handleConn(conn));
+      if (kind === "peer") this.#track(this.#handlePeer(conn));
+      else if (kind === "handoff") this.#receiveHandoffs(conn);
+      else if (
+        this.#worker?.index !== 0 || listener.addr.transport !== "tcp" || !this.#handOff(conn)
+      ) this.#track(this.#handleConn(conn));
     }
   }
 
@@ -717,6 +839,14 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #maintain(): void {
     const now = Date.now();
     for (const pool of this.#pools.values()) pool.maintain(now);
+    const w = this.#worker;
+    if (w !== undefined && w.index === 0 && !this.#stopping) {
+      let missing = false;
+      for (let i = 1; i < w.count; i++) {
+        if (this.#handoffs[i] === undefined || this.#handoffs[i]!.closed) missing = true;
+      }
+      if (missing) this.#track(this.#connectHandoffs(0));
+    }
   }
 
   stats(): PoolerStats {
@@ -777,6 +907,8 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         // already closed
       }
     }
+    for (const h of this.#handoffs) h?.close();
+    for (const r of this.#receivers) r.close();
     // Sessions being set up now are in the map already (their startup completed).
     const sessions = [...this.#sessions.values()];
     if (this.#drainTimeoutMs > 0 && sessions.length > 0) {

@@ -1,8 +1,8 @@
 /**
- * Worker processes: `--workers N` runs the pooler as N processes that listen on the same TCP
- * addresses (SO_REUSEPORT: the kernel gives each new connection to one of them). The first
- * process is the one started by hand; it starts the others as children of its own program, each
- * with its share of the pool sizes, watches them and stops them at shutdown. Each child calls
+ * Worker processes: `--workers N` runs the pooler as N processes. The first process is the one
+ * started by hand: it listens, and hands the client connections it accepts to each worker in
+ * turn (see pooler/server.ts, `WorkerPlace`). It starts the others as children of its own
+ * program, each with its share of the pool sizes, watches them and stops them at shutdown. Each child calls
  * `setsid()`, so that it is a scheduling entity of its own where the kernel groups processes by
  * session (autogroup): N workers then get N shares of the CPUs, as N PgBouncer processes would.
  *
@@ -22,7 +22,6 @@ const workerSpecSchema = z.object({
   index: z.number().int().min(1),
   count: z.number().int().min(2),
   dir: z.string().startsWith("/"),
-  listen: z.array(z.string().min(1)).min(1),
   config: z.unknown(),
 });
 
@@ -32,10 +31,8 @@ export interface WorkerSpec {
   index: number;
   /** How many workers there are. */
   count: number;
-  /** The workers' private folder (cancel sockets). */
+  /** The workers' private folder (their sockets). */
   dir: string;
-  /** The TCP addresses with their real ports (a port 0 was resolved by the first process). */
-  listen: string[];
   /** The first process's configuration. */
   config: PoolerConfig;
 }
@@ -113,13 +110,12 @@ export class WorkerSet {
     config: PoolerConfig,
     count: number,
     dir: string,
-    listen: string[],
     logger: Logger,
   ) {
     this.#logger = logger;
     this.#specs = [];
     for (let index = 1; index < count; index++) {
-      this.#specs.push({ index, count, dir, listen, config });
+      this.#specs.push({ index, count, dir, config });
     }
     for (const spec of this.#specs) this.#spawn(spec);
   }

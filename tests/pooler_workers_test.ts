@@ -1,10 +1,11 @@
 /**
- * End to end: the pooler as several worker processes on one port (`--workers`), against a real
- * Postgres. Two workers in this process, each on a port of its own, show that a cancel request
- * that reaches the wrong worker still stops the right query (and only it), and that stats add
- * up. Then `deno task pooler --workers 2` as users run it: connections spread over both
- * processes, Postgres never sees more backends than `--pool-size`, cancels work from any
- * connection, a killed worker is started again, and a shutdown stops every process.
+ * End to end: the pooler as several worker processes (`--workers`), against a real Postgres.
+ * Two workers in this process show that worker 0 hands client connections to the other in turn
+ * (as sockets passed over a Unix socket), that a cancel request that reaches the wrong worker
+ * still stops the right query (and only it), and that stats add up. Then `deno task pooler
+ * --workers 2` as users run it: connections spread over both processes, Postgres never sees more
+ * backends than `--pool-size`, cancels work from any connection, a killed worker is started
+ * again, and a shutdown stops every process.
  */
 import pg from "pg";
 import { type PoolerServer, startPooler } from "../pooler/mod.ts";
@@ -41,7 +42,8 @@ async function cancelAt(port: number, pid: number, secret: number): Promise<void
 }
 
 Deno.test({
-  name: "pooler workers: a cancel that reaches another worker stops the right query; stats add up",
+  name: "pooler workers: connections handed out in turn; a cancel that reaches the other worker " +
+    "stops the right query; stats add up",
   ...opts,
   async fn() {
     const db = await startTestPostgres({ port: PG_PORT });
@@ -49,7 +51,8 @@ Deno.test({
     const servers: PoolerServer[] = [];
     const clients: PgClient[] = [];
     try {
-      for (const [index, port] of [[0, POOLER_A], [1, POOLER_B]] as const) {
+      // Worker 1 first (worker 0 waits for it), on a port of its own too, for direct clients.
+      for (const [index, port] of [[1, POOLER_B], [0, POOLER_A]] as const) {
         servers.push(
           await startPooler({
             ...fastIo(),
@@ -60,22 +63,27 @@ Deno.test({
           }),
         );
       }
+      servers.reverse(); // [worker 0, worker 1]
       const onA = await PgClient.connect(target(POOLER_A));
+      clients.push(onA);
+      // Worker 0 hands every other connection to worker 1; ids tell the worker apart.
+      const turns: PgClient[] = [];
+      for (let i = 0; i < 4; i++) turns.push(await PgClient.connect(target(POOLER_A)));
+      clients.push(...turns);
+      assertEquals([onA, ...turns].map((c) => c.processId % 2), [0, 1, 0, 1, 0]);
+      assertEquals((await turns[0]!.query("select 'served'"))[0]!.rows[0]![0], "served");
       const onB = await PgClient.connect(target(POOLER_B));
       const alsoB = await PgClient.connect(target(POOLER_B));
-      clients.push(onA, onB, alsoB);
-      // Each worker hands out the session ids of its own remainder.
-      assertEquals(onA.processId % 2, 0);
+      clients.push(onB, alsoB);
       assertEquals(onB.processId % 2, 1);
-      assertEquals(alsoB.processId % 2, 1);
 
       const slow = onB.query("select pg_sleep(30)");
       slow.catch(() => {});
       const other = alsoB.query("select pg_sleep(1), 'other done'");
       await new Promise((r) => setTimeout(r, 300));
-      // A wrong secret, sent to worker A, cancels nothing.
+      // A wrong secret (this connection is handed to worker 1) cancels nothing.
       await cancelAt(POOLER_A, onB.processId, onB.secretKey ^ 1);
-      // The right one, sent to worker A, stops B's session's query.
+      // The right one reaches worker 0, which hands it to worker 1 on its cancel socket.
       const started = Date.now();
       await cancelAt(POOLER_A, onB.processId, onB.secretKey);
       const err = await assertRejects(() => slow, TesseraError);
@@ -85,21 +93,21 @@ Deno.test({
       const [again] = await onB.query("select 'still here'");
       assertEquals(again!.rows[0]![0], "still here");
 
-      // Stats: A's own cover A only; allStats covers both workers, one pool.
-      const own = servers[0]!.stats();
-      assertEquals(own.clients, 1);
+      // Stats: worker 0's own cover it only; allStats covers both workers, one pool.
+      assertEquals(servers[0]!.stats().clients, 3);
       const all = await servers[0]!.allStats();
       assertEquals(all.workers, 2);
-      assertEquals(all.clients, 3);
+      assertEquals(all.clients, 7);
       assertEquals(all.pools.length, 1);
       assertEquals(
         all.pools[0]!.size,
         servers.map((s) => s.stats().pools[0]!.size).reduce((a, b) => a + b),
       );
-      // Three cancel requests were received (two on A, handed to B, which counts them too); B
-      // forwarded the right one to Postgres.
-      assertEquals(all.cancelRequests.received, 4);
-      assertEquals(all.cancelRequests.forwarded, 1);
+      // Worker 0 received the right cancel (and handed it on); worker 1 received the wrong one
+      // and the right one, and forwarded the right one to Postgres.
+      assertEquals(servers[0]!.stats().cancelRequests, { received: 1, forwarded: 0 });
+      assertEquals(servers[1]!.stats().cancelRequests, { received: 2, forwarded: 1 });
+      assertEquals(all.cancelRequests, { received: 3, forwarded: 1 });
     } finally {
       for (const c of clients) await c.close().catch(() => {});
       for (const s of servers) await s.shutdown();
@@ -181,8 +189,8 @@ Deno.test({
         }
         return (await c.query("select pg_backend_pid() as pid")).rows[0].pid as number;
       }));
-      const parities = new Set(pids.map((p) => p % 2));
-      assertEquals(parities.size, 2, "every connection went to one worker");
+      // Handed out in turn: half of them on each worker.
+      assertEquals(pids.filter((p) => p % 2 === 1).length, 12);
       assertEquals(new Set(pids).size, 24);
       const [{ n }] = (await clients[0]!.query("select count(*)::int as n from w")).rows;
       assertEquals(n, 240);

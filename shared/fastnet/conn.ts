@@ -313,6 +313,25 @@ export class FastConn implements Deno.Conn, Watcher {
     wr?.(closedError());
   }
 
+  /**
+   * Stops watching the socket and gives up its descriptor without closing it (to hand it to
+   * another process, see `fdpass.ts`): the caller owns it. Pending reads and writes reject as on
+   * {@linkcode close}.
+   */
+  release(): number {
+    if (this.#closed) throw closedError();
+    this.#closed = true;
+    this.#reactor.remove(this.#fd, this.#token);
+    const rr = this.#rReject, wr = this.#wReject, cb = this.#readCb;
+    this.#readCb = null;
+    if (cb !== null) queueMicrotask(cb);
+    this.#rBuf = this.#rResolve = this.#rReject = null;
+    this.#wBuf = this.#wResolve = this.#wReject = null;
+    rr?.(closedError());
+    wr?.(closedError());
+    return this.#fd;
+  }
+
   /** Sets TCP_NODELAY (TCP only). */
   setNoDelay(noDelay = true): void {
     if (this.#unix || this.#closed) return;

@@ -36,6 +36,8 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   setsid: { parameters: [], result: "i32" },
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
 } as const;
 
 const CACHED_LENGTHS = 32 * 1024 + 1;
@@ -63,7 +65,6 @@ export const C = {
   SOCK_CLOEXEC: 0o2000000,
   SOL_SOCKET: 1,
   SO_REUSEADDR: 2,
-  SO_REUSEPORT: 15,
   SO_ERROR: 4,
   SO_KEEPALIVE: 9,
   IPPROTO_TCP: 6,
@@ -72,6 +73,9 @@ export const C = {
   TCP_NODELAY: 1,
   SHUT_WR: 1,
   MSG_NOSIGNAL: 0x4000,
+  MSG_DONTWAIT: 0x40,
+  MSG_CMSG_CLOEXEC: 0x40000000,
+  SCM_RIGHTS: 1,
   EPOLL_CLOEXEC: 0o2000000,
   EPOLL_CTL_ADD: 1,
   EPOLL_CTL_DEL: 2,

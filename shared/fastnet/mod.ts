@@ -22,4 +22,5 @@
  */
 
 export { FastConn } from "./conn.ts";
+export { FdReceiver, FdSender, type SendResult } from "./fdpass.ts";
 export { type FastAddress, FastListener, FastNet, openFastNet } from "./net.ts";

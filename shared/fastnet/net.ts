@@ -146,18 +146,24 @@ export class FastNet {
     return "path" in address ? unixAddr(address.path) : inetAddr(address.hostname, address.port);
   }
 
+  /**
+   * Wraps `fd`, a connected non-blocking stream socket this process owns (received from another
+   * process, see `fdpass.ts`); `unix` for a Unix socket.
+   */
+  adopt(fd: number, unix: boolean): FastConn {
+    return new FastConn(this.libc, this.reactor, fd, unix);
+  }
+
   /** Whether {@linkcode listen} and {@linkcode connect} can take `address` (IP or Unix path). */
   accepts(address: FastAddress): boolean {
     return "path" in address || inetAddr(address.hostname, address.port) !== undefined;
   }
 
   /**
-   * Listens on `address`. TCP sockets get SO_REUSEADDR, as Deno's own listeners do, and
-   * SO_REUSEPORT with `reusePort` (then several processes listen on one port, each with its own
-   * queue, and the kernel spreads new connections over them). Throws the same `Deno.errors` as
-   * `Deno.listen` (AddrInUse, PermissionDenied, ...).
+   * Listens on `address`. TCP sockets get SO_REUSEADDR, as Deno's own listeners do. Throws the
+   * same `Deno.errors` as `Deno.listen` (AddrInUse, PermissionDenied, ...).
    */
-  listen(address: FastAddress, backlog = 1024, reusePort = false): FastListener {
+  listen(address: FastAddress, backlog = 1024): FastListener {
     const sa = this.#encode(address);
     if (sa === undefined) {
       throw new TypeError(`not an IP address: '${(address as { hostname: string }).hostname}'`);
@@ -168,9 +174,6 @@ export class FastNet {
     try {
       if (sa.family !== C.AF_UNIX) {
         sym.setsockopt(fd, C.SOL_SOCKET, C.SO_REUSEADDR, int32(1), 4);
-        if (reusePort && sym.setsockopt(fd, C.SOL_SOCKET, C.SO_REUSEPORT, int32(1), 4) < 0) {
-          throw errnoError(errno(), "setsockopt");
-        }
       }
       if (sym.bind(fd, sa.bytes, sa.bytes.length) < 0) throw errnoError(errno(), "bind");
       if (sym.listen(fd, backlog) < 0) throw errnoError(errno(), "listen");
