@@ -7,6 +7,7 @@ import {
   parseSystemTicks,
   type ProcessTicks,
   readProcessUsage,
+  readTreeUsage,
   treeTicks,
   usagePerTransaction,
 } from "./cpu.ts";
@@ -98,4 +99,39 @@ Deno.test("readProcessUsage sees this process's own CPU and its threads' switche
   assert(after.userTicks + after.systemTicks > before.userTicks + before.systemTicks);
   assert(after.voluntary > before.voluntary);
   assert(after.involuntary >= before.involuntary);
+});
+
+Deno.test("readTreeUsage adds the children's CPU to the process's own", async () => {
+  if (Deno.build.os !== "linux") return;
+  // A child that does a fixed amount of work (about a second of CPU here), says so, and waits.
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      "let x = 0; for (let i = 0; i < 2e9; i++) x = (x + i) | 0; console.log('done', x); " +
+      "await new Promise((r) => setTimeout(r, 30000));",
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  try {
+    let out = "";
+    while (!out.includes("done")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the child ended early");
+      out += new TextDecoder().decode(value);
+    }
+    const own = readProcessUsage(Deno.pid);
+    const tree = readTreeUsage(Deno.pid, [child.pid]);
+    const childTicks = tree.userTicks + tree.systemTicks - own.userTicks - own.systemTicks;
+    assert(childTicks >= 10, `the child's CPU was not counted: ${childTicks} ticks`);
+    // A process that is gone counts as nothing.
+    const gone = readTreeUsage(Deno.pid, [0x3fffffff]);
+    assert(gone.userTicks >= own.userTicks && gone.userTicks < tree.userTicks + 100);
+  } finally {
+    reader.releaseLock();
+    child.kill("SIGKILL");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+  }
 });
