@@ -5,13 +5,20 @@
  * still stops the right query (and only it), and that stats add up. Then `deno task pooler
  * --workers 2` as users run it: connections spread over both processes, Postgres never sees more
  * backends than `--pool-size`, cancels work from any connection, a killed worker is started
- * again, and a shutdown stops every process.
+ * again, a shutdown stops every process, and TLS and SCRAM work on every worker.
  */
 import pg from "pg";
 import { type PoolerServer, startPooler } from "../pooler/mod.ts";
 import { TesseraError } from "../shared/errors/mod.ts";
-import { MessageWriter, PgClient, writeAll } from "../shared/wire/mod.ts";
-import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
+import { createScramVerifier, MessageWriter, PgClient, writeAll } from "../shared/wire/mod.ts";
+import { makeTestCerts } from "../shared/frontend/test_server.ts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+} from "../shared/testing/assert.ts";
+import { runPsql } from "./support/psql.ts";
 import { startTestPostgres } from "./support/postgres.ts";
 import { fastIo } from "./support/fast_io.ts";
 import { makeSharedTempDir, startTask, waitFor } from "./support/process.ts";
@@ -244,6 +251,73 @@ Deno.test({
       for (const c of clients) await c.end().catch(() => {});
       await proc?.stop("SIGKILL");
       await postgres.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "pooler workers: TLS and SCRAM are done by the worker a connection is handed to",
+  ...opts,
+  async fn() {
+    const postgres = await startTestPostgres({ port: PG_PORT });
+    const base = await makeSharedTempDir("tessera-workers-");
+    const certs = await makeTestCerts();
+    let proc: Awaited<ReturnType<typeof startTask>> | undefined;
+    try {
+      await Deno.writeTextFile(
+        `${base}/users.json`,
+        JSON.stringify({
+          users: [{ name: "postgres", scramVerifier: await createScramVerifier("pw-w") }],
+        }),
+      );
+      proc = await startTask("pooler", [
+        "--postgres-socket-dir",
+        postgres.socketDir,
+        "--postgres-port",
+        String(PG_PORT),
+        "--listen",
+        `127.0.0.1:${POOLER_A}`,
+        "--http-listen",
+        `127.0.0.1:${POOLER_HTTP}`,
+        "--pool-size",
+        "2",
+        "--workers",
+        "2",
+        "--tls-cert",
+        certs.certFile,
+        "--tls-key",
+        certs.keyFile,
+        "--auth",
+        "scram-sha-256",
+        "--auth-file",
+        `${base}/users.json`,
+      ], `${base}/pooler.log`);
+      await waitFor("both workers", async () => (await status()).workers === 2 ? true : undefined);
+      const env = { PGPASSWORD: "pw-w", PGSSLMODE: "require" };
+      const sql = "select pg_backend_pid() % 2";
+      const seen: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await runPsql({ port: POOLER_A, database: "postgres" }, sql, env);
+        assertEquals(r.code, 0, r.stderr);
+        seen.push(r.stdout);
+      }
+      // Connections alternate between the workers, and each did TLS and SCRAM itself.
+      assertEquals([...new Set(seen)].sort(), ["0", "1"]);
+      const info = await runPsql({ port: POOLER_A, database: "postgres" }, "\\conninfo", env);
+      assertStringIncludes(info.stdout, "SSL connection");
+      for (let i = 0; i < 2; i++) {
+        const wrong = await runPsql({ port: POOLER_A, database: "postgres" }, "select 1", {
+          ...env,
+          PGPASSWORD: "nope",
+        });
+        assertEquals(wrong.code, 2);
+        assertStringIncludes(wrong.stderr, 'password authentication failed for user "postgres"');
+      }
+      assertEquals((await proc.stop("SIGTERM")).code, 0);
+    } finally {
+      await proc?.stop("SIGKILL");
+      await postgres.cleanup();
+      await Deno.remove(certs.dir, { recursive: true }).catch(() => {});
     }
   },
 });
