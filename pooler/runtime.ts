@@ -8,7 +8,11 @@
 
 import { hostname as osHostname } from "node:os";
 import { type FastNet, openFastNet } from "../shared/fastnet/mod.ts";
-import { type FrontendAuth, loadFrontendTls } from "../shared/frontend/mod.ts";
+import {
+  type FrontendAuth,
+  type LoadedFrontendTls,
+  loadFrontendTls,
+} from "../shared/frontend/mod.ts";
 import { createStatusApp, serveComponent, type ServedComponent } from "../shared/http/mod.ts";
 import { Logger, type LogSink } from "../shared/log/mod.ts";
 import { createRpcHandler } from "../shared/rpc/mod.ts";
@@ -20,7 +24,7 @@ import { loadUsersFile, poolerAuth, type VerifierLookup } from "./control/users.
 import { PostgresProbe } from "./control/postgres_probe.ts";
 import { type PoolerIdentity, registerPoolerService } from "./control/service.ts";
 import { InstanceManager, registerManagerService } from "./control/manager.ts";
-import { type PoolerServer, startPooler, type WorkerPlace } from "./server.ts";
+import { type PoolerOptions, type PoolerServer, startPooler, type WorkerPlace } from "./server.ts";
 import { detachSession, stdinClosed, WorkerSet, workerSizes, type WorkerSpec } from "./workers.ts";
 
 /** Version reported in `/status`. */
@@ -54,6 +58,43 @@ async function verifierLookup(
   };
 }
 
+/**
+ * The data path's options from the configuration, for worker `index` of `count` (0 of 1 for a
+ * lone pooler): everything but the addresses and the worker's place.
+ */
+function dataPathOptions(
+  config: PoolerConfig,
+  count: number,
+  index: number,
+  parts: { auth: FrontendAuth; tls?: LoadedFrontendTls; fastNet?: FastNet; logger: Logger },
+): PoolerOptions {
+  const sizes = workerSizes(config, count, index);
+  return {
+    postgres: {
+      port: config.postgresPort,
+      ...(config.postgresSocketDir !== undefined
+        ? { socketDir: config.postgresSocketDir }
+        : { host: config.postgresHost ?? "127.0.0.1" }),
+      ...(config.postgresPassword !== undefined ? { password: config.postgresPassword } : {}),
+    },
+    poolSize: sizes.poolSize,
+    minPoolSize: sizes.minPoolSize,
+    reservePoolSize: sizes.reservePoolSize,
+    adminUsers: config.adminUsers,
+    maxClientConnections: sizes.maxClientConn,
+    idleTimeoutMs: config.idleTimeout * 1000,
+    maxLifetimeMs: config.maxLifetime * 1000,
+    queueTimeoutMs: config.queueTimeout * 1000,
+    preparedStatementCacheSize: config.preparedCacheSize,
+    deferBegin: config.deferBegin === "on",
+    drainTimeoutMs: config.drainTimeout * 1000,
+    auth: parts.auth,
+    ...(parts.tls !== undefined ? { tls: parts.tls } : {}),
+    ...(parts.fastNet !== undefined ? { fastNet: parts.fastNet } : {}),
+    logger: parts.logger,
+  };
+}
+
 /** Starts a pooler process from `config`. */
 export async function runPooler(
   config: PoolerConfig,
@@ -79,13 +120,6 @@ export async function runPooler(
   try {
     if (topo !== undefined) cleanups.push(() => topo.close());
     const auth: FrontendAuth = poolerAuth(config.auth, await verifierLookup(config, topo));
-    const postgres = {
-      port: config.postgresPort,
-      ...(config.postgresSocketDir !== undefined
-        ? { socketDir: config.postgresSocketDir }
-        : { host: config.postgresHost ?? "127.0.0.1" }),
-      ...(config.postgresPassword !== undefined ? { password: config.postgresPassword } : {}),
-    };
     const fastNet = chooseIo(config.io, logger);
     let place: WorkerPlace | undefined;
     if (config.workers > 1) {
@@ -103,27 +137,16 @@ export async function runPooler(
       // Children drain as this process does; the last ones are killed after the drain timeout.
       cleanups.push(() => started.stop(config.drainTimeout * 1000 + 5000));
     }
-    const sizes = workerSizes(config, config.workers, 0);
     const pooler = await startPooler({
+      ...dataPathOptions(config, config.workers, 0, {
+        auth,
+        ...(tls !== undefined ? { tls } : {}),
+        ...(fastNet !== undefined ? { fastNet } : {}),
+        logger,
+      }),
       listen: config.listen,
       ...(config.unixSocketDir !== undefined ? { unixSocketDir: config.unixSocketDir } : {}),
-      postgres,
-      poolSize: sizes.poolSize,
-      minPoolSize: sizes.minPoolSize,
-      reservePoolSize: sizes.reservePoolSize,
-      adminUsers: config.adminUsers,
-      maxClientConnections: sizes.maxClientConn,
-      idleTimeoutMs: config.idleTimeout * 1000,
-      maxLifetimeMs: config.maxLifetime * 1000,
-      queueTimeoutMs: config.queueTimeout * 1000,
-      preparedStatementCacheSize: config.preparedCacheSize,
-      deferBegin: config.deferBegin === "on",
-      drainTimeoutMs: config.drainTimeout * 1000,
-      auth,
-      ...(tls !== undefined ? { tls } : {}),
-      ...(fastNet !== undefined ? { fastNet } : {}),
       ...(place !== undefined ? { worker: place } : {}),
-      logger,
     });
     cleanups.push(() => pooler.shutdown());
 
@@ -228,33 +251,17 @@ export async function runWorker(
     ? await TopoClient.connect({ endpoints: config.topoEndpoints, root: config.topoRoot, logger })
     : undefined;
   const fastNet = chooseIo(config.io === "auto" ? "fast" : config.io, logger);
-  const sizes = workerSizes(config, spec.count, spec.index);
   let pooler: PoolerServer;
   try {
+    const auth = poolerAuth(config.auth, await verifierLookup(config, topo));
     pooler = await startPooler({
-      postgres: {
-        port: config.postgresPort,
-        ...(config.postgresSocketDir !== undefined
-          ? { socketDir: config.postgresSocketDir }
-          : { host: config.postgresHost ?? "127.0.0.1" }),
-        ...(config.postgresPassword !== undefined ? { password: config.postgresPassword } : {}),
-      },
-      poolSize: sizes.poolSize,
-      minPoolSize: sizes.minPoolSize,
-      reservePoolSize: sizes.reservePoolSize,
-      adminUsers: config.adminUsers,
-      maxClientConnections: sizes.maxClientConn,
-      idleTimeoutMs: config.idleTimeout * 1000,
-      maxLifetimeMs: config.maxLifetime * 1000,
-      queueTimeoutMs: config.queueTimeout * 1000,
-      preparedStatementCacheSize: config.preparedCacheSize,
-      deferBegin: config.deferBegin === "on",
-      drainTimeoutMs: config.drainTimeout * 1000,
-      auth: poolerAuth(config.auth, await verifierLookup(config, topo)),
-      ...(tls !== undefined ? { tls } : {}),
-      ...(fastNet !== undefined ? { fastNet } : {}),
+      ...dataPathOptions(config, spec.count, spec.index, {
+        auth,
+        ...(tls !== undefined ? { tls } : {}),
+        ...(fastNet !== undefined ? { fastNet } : {}),
+        logger,
+      }),
       worker: { index: spec.index, count: spec.count, dir: spec.dir },
-      logger,
     });
   } catch (err) {
     logger.error("worker could not start", { error: err });

@@ -214,18 +214,6 @@ async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   return out;
 }
 
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /**
  * Stats of several workers as one pooler's: counts add up, pools of the same user and database
  * are one pool (their longest wait is the longest of them).
@@ -647,15 +635,15 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       new DataView(req.buffer).setInt32(0, 8);
       new DataView(req.buffer).setInt32(4, WORKER_STATS_CODE);
       await writeAll(conn, req);
-      const chunks: Uint8Array[] = [];
+      const decoder = new TextDecoder();
+      const buf = new Uint8Array(16384);
+      let text = "";
       for (;;) {
-        const buf = new Uint8Array(16384);
         const n = await conn.read(buf);
         if (n === null) break;
-        chunks.push(buf.subarray(0, n));
+        text += decoder.decode(buf.subarray(0, n), { stream: true });
       }
-      const text = new TextDecoder().decode(concatBytes(chunks));
-      return JSON.parse(text) as PoolerStats;
+      return JSON.parse(text + decoder.decode()) as PoolerStats;
     } catch (err) {
       this.log.warn("a worker's stats could not be read", { socket: path, error: err });
       return undefined;

@@ -49,19 +49,8 @@ Deno.test("pooler config: more workers than backends, or workers on Deno's netwo
 });
 
 function stats(over: Partial<PoolerStats>): PoolerStats {
-  return {
-    clients: 0,
-    activeClients: 0,
-    clientsTotal: 0,
-    clientsRefused: 0,
-    cancelRequests: { received: 0, forwarded: 0 },
-    pools: [],
-    pinnedClients: 0,
-    pins: {},
-    preparedStatements: { hits: 0, misses: 0, evictions: 0 },
-    multiplexed: { connections: 0, channels: 0, writes: 0, framesOut: 0, reads: 0, framesIn: 0 },
-    ...over,
-  };
+  // The stats of no worker at all: every count 0.
+  return { ...mergeStats([]), ...over };
 }
 
 function pool(user: string, size: number, maxWaitMs: number) {

@@ -124,6 +124,24 @@ Deno.test({
   },
 });
 
+/** `deno task pooler` flags for two workers on POOLER_A (HTTP on POOLER_HTTP). */
+function twoWorkers(socketDir: string, poolSize: number): string[] {
+  return [
+    "--postgres-socket-dir",
+    socketDir,
+    "--postgres-port",
+    String(PG_PORT),
+    "--listen",
+    `127.0.0.1:${POOLER_A}`,
+    "--http-listen",
+    `127.0.0.1:${POOLER_HTTP}`,
+    "--pool-size",
+    String(poolSize),
+    "--workers",
+    "2",
+  ];
+}
+
 interface Status {
   workers?: number;
   workerPids?: Record<string, number>;
@@ -157,20 +175,9 @@ Deno.test({
     const clients: pg.Client[] = [];
     try {
       proc = await startTask("pooler", [
-        "--postgres-socket-dir",
-        postgres.socketDir,
-        "--postgres-port",
-        String(PG_PORT),
-        "--listen",
-        `127.0.0.1:${POOLER_A}`,
-        "--http-listen",
-        `127.0.0.1:${POOLER_HTTP}`,
-        "--pool-size",
-        "4",
+        ...twoWorkers(postgres.socketDir, 4),
         "--reserve-pool-size",
         "0",
-        "--workers",
-        "2",
       ], `${base}/pooler.log`);
       const first = await waitFor("both workers", async () => {
         const s = await status();
@@ -271,18 +278,7 @@ Deno.test({
         }),
       );
       proc = await startTask("pooler", [
-        "--postgres-socket-dir",
-        postgres.socketDir,
-        "--postgres-port",
-        String(PG_PORT),
-        "--listen",
-        `127.0.0.1:${POOLER_A}`,
-        "--http-listen",
-        `127.0.0.1:${POOLER_HTTP}`,
-        "--pool-size",
-        "2",
-        "--workers",
-        "2",
+        ...twoWorkers(postgres.socketDir, 2),
         "--tls-cert",
         certs.certFile,
         "--tls-key",

@@ -298,10 +298,15 @@ export class FastConn implements Deno.Conn, Watcher {
 
   /** Closes the socket; a pending read or write rejects with BadResource. */
   close(): void {
+    this.#detach();
+    this.#libc.sym.close(this.#fd);
+  }
+
+  /** Stops watching, and fails what waits on the socket (the descriptor is left open). */
+  #detach(): void {
     if (this.#closed) throw closedError();
     this.#closed = true;
     this.#reactor.remove(this.#fd, this.#token);
-    this.#libc.sym.close(this.#fd);
     const rr = this.#rReject, wr = this.#wReject, cb = this.#readCb;
     this.#readCb = null;
     // A reader waiting for bytes learns of the close from its next tryRead (as a pending read
@@ -319,16 +324,7 @@ export class FastConn implements Deno.Conn, Watcher {
    * {@linkcode close}.
    */
   release(): number {
-    if (this.#closed) throw closedError();
-    this.#closed = true;
-    this.#reactor.remove(this.#fd, this.#token);
-    const rr = this.#rReject, wr = this.#wReject, cb = this.#readCb;
-    this.#readCb = null;
-    if (cb !== null) queueMicrotask(cb);
-    this.#rBuf = this.#rResolve = this.#rReject = null;
-    this.#wBuf = this.#wResolve = this.#wReject = null;
-    rr?.(closedError());
-    wr?.(closedError());
+    this.#detach();
     return this.#fd;
   }
 
