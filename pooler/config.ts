@@ -217,7 +217,7 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       flag: "workers",
       env: "POOLER_WORKERS",
       description:
-        "processes serving the TCP addresses together (SO_REUSEPORT), each with its share of the pool sizes and client limit; the first also serves HTTP, the Unix socket and topo (default 1)",
+        "processes serving clients together: the first accepts every TCP connection and hands them out in turn; each has its share of the pool sizes and client limit; only the first serves HTTP, the Unix socket and topo (default 1)",
     },
     io: {
       flag: "io",
