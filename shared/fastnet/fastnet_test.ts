@@ -381,3 +381,72 @@ Deno.test({
     assertEquals(n.reactor.size, before);
   },
 });
+
+Deno.test({
+  name:
+    "fastnet: while fast sockets are never idle, Deno's timers and sockets get turns on the JavaScript thread",
+  ignore: !linux,
+  ...opts,
+  async fn() {
+    const n = net();
+    const fastListener = n.listen({ hostname: "127.0.0.1", port: 0 });
+    const fastPort = (fastListener.addr as Deno.NetAddr).port;
+    const a = await n.connect({ hostname: "127.0.0.1", port: fastPort });
+    const b = await fastListener.accept() as FastConn;
+    // A byte bounced between two fast sockets of this process: every round of the reactor finds
+    // an event, so it never waits, on this thread or a worker's.
+    let stop = false;
+    let bounces = 0;
+    const bounce = (conn: FastConn) => {
+      const buf = new Uint8Array(1);
+      const onReadable = () => {
+        if (stop) return; // the test has ended: the sockets close
+        for (;;) {
+          const got = conn.tryRead(buf);
+          if (got === undefined) break;
+          if (got === null) return;
+          bounces++;
+          if (!stop) conn.tryWrite(buf); // back to the other end, read in a later round
+        }
+        conn.onReadable(onReadable);
+      };
+      conn.onReadable(onReadable);
+    };
+    bounce(a);
+    bounce(b);
+    // Deno's socket pair for turns opens in the background.
+    while (!n.reactor.rounds.turnOpen && n.reactor.rounds.turnRefused === undefined) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assertEquals(n.reactor.rounds.turnRefused, undefined);
+    a.tryWrite(new Uint8Array([7]));
+    const before = n.reactor.rounds;
+    const bouncesBefore = bounces;
+    // Deno's timers fire and its sockets carry round trips meanwhile.
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setTimeout(resolve, 2));
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const client = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: (listener.addr as Deno.NetAddr).port,
+    });
+    const server = await listener.accept();
+    const ping = new Uint8Array([1, 2, 3, 4]);
+    for (let i = 0; i < 20; i++) {
+      await writeAllTo(client, ping);
+      assertEquals(await readAll(server, 4), ping);
+    }
+    const after = n.reactor.rounds;
+    stop = true;
+    // The byte kept bouncing all along, and Deno's work ran in turns, not in waits.
+    assert(bounces - bouncesBefore > 20, `only ${bounces - bouncesBefore} bounces`);
+    // Each timer needed at least one turn.
+    assert(after.turns - before.turns >= 5, `${after.turns - before.turns} turns`);
+    assertEquals(after.workerRounds, before.workerRounds);
+    client.close();
+    server.close();
+    listener.close();
+    a.close();
+    b.close();
+    fastListener.close();
+  },
+});

@@ -7,12 +7,15 @@
  * the thread that handles it. Deno's own epoll descriptors are in the set too: when Deno has
  * I/O, a timer's wake-up or an op's result to deliver, that wait ends at once. Only when that
  * short wait times out (or Deno has work) does the loop wait on one of Deno's worker threads (a
- * non-blocking FFI call), which hands control back to Deno's event loop. So that Deno's own
- * timers and I/O are never starved, every 1024th round, and any round 10 ms after the last, goes
- * through the worker thread as well (Deno's I/O ends the wait at once; its timers, which raise no
- * event, fire at most 10 ms late under a steady load). Such a round costs about 45 µs of the
- * JavaScript thread's time (a thread hand-off each way): at 2 ms it was measured at 7 µs per
- * pgbench tpcb-like transaction.
+ * non-blocking FFI call), which hands control back to Deno's event loop.
+ *
+ * So that Deno's own timers and I/O are never starved while the sockets stay busy, every 1024th
+ * round, any round 10 ms after the last, and any round after Deno's descriptors had events, first
+ * gives Deno's event loop one turn on the JavaScript thread ({@linkcode DenoTurn}, about 12 µs;
+ * its timers, which raise no event, fire at most 10 ms late under a steady load). Where Deno
+ * refuses the socket pair that takes, such a round waits on the worker thread instead: about 45
+ * µs of the JavaScript thread's time, and on a saturated 2-core machine 0.8 ms on average (4 ms
+ * at most) before the JavaScript thread runs again, every one of its sockets unserved meanwhile.
  *
  * Waiting on a worker thread costs two thread wake-ups per event (the worker's, then the
  * JavaScript thread's); the short wait on the JavaScript thread costs one, as in a C server.
@@ -24,6 +27,7 @@
  */
 
 import { beginRound, endRound } from "../clock/mod.ts";
+import { DenoTurn } from "./deno_turn.ts";
 import { C, E, type Libc } from "./libc.ts";
 
 /** Receives the events of one registered descriptor. */
@@ -92,8 +96,18 @@ export class Reactor {
   #drainBuf = new Uint8Array(8);
   /** Whether the loop may wait on the JavaScript thread (Deno's epoll descriptors are in the set). */
   #jsWait = false;
-  /** Deno's event loop has events: the next wait goes through a worker thread. */
+  /** Deno's event loop has events: it gets a turn before the next wait. */
   #denoReady = false;
+  /** The turn just given made Deno's descriptors ready itself: that event is not news. */
+  #ownDenoEvent = false;
+  /** The socket pair for Deno's turns, once open (see {@linkcode DenoTurn}). */
+  #turn: DenoTurn | undefined;
+  /** Why the socket pair could not be opened (then every turn waits on a worker thread). */
+  #turnRefused: string | undefined;
+  /** Bumped by each start of the loop, so that a pair opened for an ended loop is closed. */
+  #generation = 0;
+  #turns = 0;
+  #workerRounds = 0;
 
   /** Creates the epoll set (throws when the kernel refuses). */
   constructor(libc: Libc) {
@@ -124,6 +138,25 @@ export class Reactor {
   /** Whether the reactor waits on the JavaScript thread between bursts (see the module doc). */
   get waitsOnJsThread(): boolean {
     return this.#jsWait;
+  }
+
+  /**
+   * Turns given to Deno's event loop on the JavaScript thread and rounds that waited on a worker
+   * thread (since the process started), whether the socket pair for turns is open now, and why it
+   * could not be opened.
+   */
+  get rounds(): {
+    turns: number;
+    workerRounds: number;
+    turnOpen: boolean;
+    turnRefused: string | undefined;
+  } {
+    return {
+      turns: this.#turns,
+      workerRounds: this.#workerRounds,
+      turnOpen: this.#turn !== undefined,
+      turnRefused: this.#turnRefused,
+    };
   }
 
   /** Descriptors registered now. */
@@ -193,7 +226,7 @@ export class Reactor {
         continue;
       }
       if (token === DENO_TOKEN) {
-        this.#denoReady = true;
+        if (!this.#ownDenoEvent) this.#denoReady = true;
         continue;
       }
       const w = this.#watchers[token];
@@ -212,14 +245,45 @@ export class Reactor {
     }
   }
 
+  /** Opens the socket pair for Deno's turns, for the loop of `generation`. */
+  #openTurn(generation: number): void {
+    DenoTurn.open().then((turn) => {
+      if (typeof turn === "string") {
+        this.#turnRefused = turn;
+      } else if (generation !== this.#generation || !this.#running) {
+        turn.close(); // that loop has ended
+      } else {
+        this.#turn = turn;
+      }
+    });
+  }
+
   async #loop(): Promise<void> {
     const s = this.#libc.sym;
     let rounds = 0;
     let since = Date.now();
+    const generation = ++this.#generation;
+    if (this.#turn === undefined && this.#turnRefused === undefined) this.#openTurn(generation);
     // Never dispatch from inside add(): its caller has not stored the token yet.
     await null;
     try {
       while (this.#count > 0) {
+        const turn = this.#turn;
+        if (turn !== undefined && (rounds >= SYNC_ROUNDS || this.#denoReady)) {
+          // Deno's event loop runs its due timers and ready I/O, on this thread.
+          rounds = 0;
+          this.#denoReady = false;
+          try {
+            await turn.turn();
+            this.#turns++;
+            this.#ownDenoEvent = true;
+          } catch (err) {
+            this.#turn = undefined;
+            this.#turnRefused = `a turn of Deno's event loop failed: ${(err as Error).message}`;
+          }
+          since = Date.now();
+          continue;
+        }
         let n = 0;
         if (rounds < SYNC_ROUNDS) n = s.epoll_wait(this.#ep, this.#events, MAX_EVENTS, 0);
         if (n > 0) {
@@ -228,12 +292,14 @@ export class Reactor {
           // SYNC_ROUNDS still holds.
           rounds = beginRound() - since > SYNC_MS ? SYNC_ROUNDS : rounds + 1;
           this.#dispatch(this.#eventsView, n);
+          this.#ownDenoEvent = false;
           // Let the reads just resolved run (and write) before asking epoll again.
           await null;
           await null;
           endRound();
           continue;
         }
+        this.#ownDenoEvent = false;
         if (this.#jsWait && rounds < SYNC_ROUNDS && !this.#denoReady) {
           for (let i = 0; i < SETTLE_TURNS; i++) await null;
           if (this.#count === 0) break;
@@ -250,6 +316,7 @@ export class Reactor {
         rounds = 0;
         this.#denoReady = false;
         this.#waiting = true;
+        this.#workerRounds++;
         // Returns at once when something is ready (a round that only yields to Deno's loop).
         n = await s.epoll_wait_blocking(this.#ep, this.#blockingEvents, MAX_EVENTS, IDLE_WAIT_MS);
         this.#waiting = false;
@@ -261,6 +328,9 @@ export class Reactor {
       endRound();
       this.#running = false;
       this.#waiting = false;
+      this.#ownDenoEvent = false;
+      this.#turn?.close();
+      this.#turn = undefined;
     }
   }
 }
