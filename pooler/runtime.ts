@@ -185,6 +185,8 @@ export async function runPooler(
         managed: manager.managed,
         ...(await pooler.allStats()),
         ...(workers !== undefined ? { workerPids: Object.fromEntries(workers.pids) } : {}),
+        // The fast socket path's loop: Deno's turns on this thread, waits on a worker thread.
+        ...(fastNet !== undefined ? { fastIo: fastNet.reactor.rounds } : {}),
       }),
     });
     const rpc = createRpcHandler(

@@ -145,6 +145,7 @@ function twoWorkers(socketDir: string, poolSize: number): string[] {
 interface Status {
   workers?: number;
   workerPids?: Record<string, number>;
+  fastIo?: { turns: number; workerRounds: number; turnOpen: boolean; turnRefused?: string };
   clientsTotal: number;
   pools: { size: number; checkouts: number }[];
 }
@@ -185,6 +186,9 @@ Deno.test({
       });
       const childPid = first.workerPids?.["1"];
       assert(childPid !== undefined && alive(childPid), "no child worker process");
+      // Deno's event loop gets its turns on the pooler's thread (shared/fastnet/deno_turn.ts).
+      assertEquals(first.fastIo?.turnRefused, undefined);
+      assert(first.fastIo?.turnOpen, `no socket pair for Deno's turns: ${JSON.stringify(first)}`);
 
       // 24 clients, 10 transactions each, on 4 backends in all.
       for (let i = 0; i < 24; i++) {
