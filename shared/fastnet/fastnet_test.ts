@@ -441,7 +441,11 @@ Deno.test({
     assert(bounces - bouncesBefore > 20, `only ${bounces - bouncesBefore} bounces`);
     // Each timer needed at least one turn.
     assert(after.turns - before.turns >= 5, `${after.turns - before.turns} turns`);
-    assertEquals(after.workerRounds, before.workerRounds);
+    // (A pause of the byte over 1 ms, on a loaded machine, may still send a round to a worker.)
+    assert(
+      after.workerRounds - before.workerRounds <= 2,
+      `${after.workerRounds - before.workerRounds} rounds waited on a worker thread`,
+    );
     client.close();
     server.close();
     listener.close();
