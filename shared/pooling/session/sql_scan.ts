@@ -346,9 +346,22 @@ function hasWord(buf: Uint8Array, at: number, end: number, word: Uint8Array): bo
 const TRIGGER_WORDS = ["temp", "advisory", "hold", "set_config", "backend_pid"];
 /** For a byte that starts one of them (either case): the rest of that word, lowercase. */
 const REST_OF_WORD: (Uint8Array | undefined)[] = new Array(256);
+/**
+ * The byte pairs {@linkcode mayTrigger} must look at, as a bit set indexed by
+ * `byte << 8 | (next byte | 0x20)`: a `;` followed by anything, and the first two letters of a
+ * trigger word (the first in either case). One lookup rules out almost every other byte.
+ */
+const PAIRS = new Uint8Array(65536 / 8);
+function addPair(first: number, second: number): void {
+  const p = (first << 8) | second;
+  PAIRS[p >> 3]! |= 1 << (p & 7);
+}
+for (let next = 0; next < 256; next++) addPair(0x3b, next | 0x20);
 for (const word of TRIGGER_WORDS) {
   const rest = new TextEncoder().encode(word.slice(1));
   REST_OF_WORD[word.charCodeAt(0)] = REST_OF_WORD[word.toUpperCase().charCodeAt(0)] = rest;
+  addPair(word.charCodeAt(0), rest[0]!);
+  addPair(word.toUpperCase().charCodeAt(0), rest[0]!);
 }
 
 /**
@@ -368,7 +381,11 @@ function mayTrigger(buf: Uint8Array, start: number, end: number): boolean {
   while (j < end && (CLASS[buf[j]!]! & 4) !== 0) j++;
   const len = j - i;
   if (len < 64 && MAY_BE_KEYWORD[len * 32 + (c & 31)] === 1) return true;
-  for (; j < end; j++) {
+  // The last byte starts no pair: a `;` there ends the text, and no word fits after it.
+  const last = end - 1;
+  for (; j < last; j++) {
+    const pair = (buf[j]! << 8) | (buf[j + 1]! | 0x20);
+    if ((PAIRS[pair >> 3]! & (1 << (pair & 7))) === 0) continue;
     const ch = buf[j]!;
     if (ch === 0x3b) { // `;`: a second statement unless only spaces follow
       let k = j + 1;
@@ -376,8 +393,7 @@ function mayTrigger(buf: Uint8Array, start: number, end: number): boolean {
       if (k < end) return true;
       continue;
     }
-    const rest = REST_OF_WORD[ch];
-    if (rest !== undefined && hasWord(buf, j + 1, end, rest)) return true;
+    if (hasWord(buf, j + 1, end, REST_OF_WORD[ch]!)) return true;
   }
   return false;
 }

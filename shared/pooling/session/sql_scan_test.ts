@@ -130,6 +130,11 @@ Deno.test("scanSql's quick look never hides a trigger the full scan finds", () =
       for (const b of ["", ...pieces]) {
         const sql = enc2.encode(sep === "" && b !== "" ? a : a + sep + b);
         assertEquals(scanSql(sql), scanSqlTokens(sql), new TextDecoder().decode(sql));
+        // In place, as the pooler scans a Query message: the text's terminator and more follow.
+        const inPlace = new Uint8Array(sql.length + 8).fill(0x3b);
+        inPlace.set(sql, 3);
+        inPlace[sql.length + 3] = 0;
+        assertEquals(scanSql(inPlace, 3, sql.length + 3), scanSqlTokens(sql));
         checked++;
       }
     }
