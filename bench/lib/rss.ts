@@ -106,6 +106,12 @@ export interface IdleRssResult {
   fdsWithClients: number;
   /** `(rssWithClientsKb - rssBeforeKb) / connected`, KiB; NaN when none connected. */
   perClientKb: number;
+  /** RSS once the clients were held idle for `holdMs` (equal to the first reading without it). */
+  rssHeldKb: number;
+  /** `(rssHeldKb - rssBeforeKb) / connected`, KiB. */
+  perClientHeldKb: number;
+  /** How long the clients were held before `rssHeldKb` was read, ms. */
+  heldMs: number;
 }
 
 /** Where the server listens, which pid to read, and how many clients to hold. */
@@ -124,6 +130,12 @@ export interface IdleRssOptions {
   database: string;
   /** Wait after the last connection before reading memory, ms; 3000 when not given. */
   settleMs?: number;
+  /**
+   * Also read the RSS after holding the clients idle this long since the last connection, ms
+   * (a garbage-collected runtime gives back what the logins left behind only later); none when
+   * not given or not above `settleMs`.
+   */
+  holdMs?: number;
   /** Aborts the measurement. */
   signal?: AbortSignal;
   /** Progress callback. */
@@ -150,9 +162,16 @@ export async function measureIdleRss(options: IdleRssOptions): Promise<IdleRssRe
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   try {
-    await sleep(options.settleMs ?? 3000, options.signal);
+    const settleMs = options.settleMs ?? 3000;
+    await sleep(settleMs, options.signal);
     const rssWithClientsKb = readRssKb(options.pid);
     const fdsWithClients = countOpenFds(options.pid);
+    const holdMs = options.holdMs ?? 0;
+    let rssHeldKb = rssWithClientsKb;
+    if (holdMs > settleMs) {
+      await sleep(holdMs - settleMs, options.signal);
+      rssHeldKb = readRssKb(options.pid);
+    }
     const { connected } = clients.report;
     if (connected > 0 && fdsWithClients - fdsBefore < connected * 0.9) {
       throw new Error(
@@ -172,6 +191,9 @@ export async function measureIdleRss(options: IdleRssOptions): Promise<IdleRssRe
       fdsBefore,
       fdsWithClients,
       perClientKb: connected > 0 ? (rssWithClientsKb - rssBeforeKb) / connected : Number.NaN,
+      rssHeldKb,
+      perClientHeldKb: connected > 0 ? (rssHeldKb - rssBeforeKb) / connected : Number.NaN,
+      heldMs: Math.max(holdMs, settleMs),
     };
   } finally {
     await clients.close();

@@ -63,6 +63,8 @@ const USAGE = `Usage: deno run -A bench/pooler/main.ts [options]
   --protocols LIST      pgbench -M modes: simple,extended,prepared (default simple)
   --threads N           pgbench -j (default 2)
   --idle-clients N      idle logged-in clients for the RSS probe; 0 skips it (default 10000)
+  --idle-hold S         the probe also reads the RSS after holding them idle S seconds
+                        (default 45; 0: only the reading 3 s after the last login)
   --skip-throughput     only the RSS probe
   --quiet-wait S        before each run, wait up to S seconds for other processes to use
                         under 5% of the CPUs (default 0: do not wait; the table shows it anyway)
@@ -83,6 +85,8 @@ interface Options {
   protocols: PgbenchProtocol[];
   threads: number;
   idleClients: number;
+  /** Seconds the RSS probe holds its clients before its second reading (0: none). */
+  idleHoldS: number;
   skipThroughput: boolean;
   quietWaitS: number;
   rounds: number;
@@ -128,6 +132,7 @@ function parseOptions(args: string[]): Options | undefined {
       protocols: { type: "string", default: "simple" },
       threads: { type: "string", default: "2" },
       "idle-clients": { type: "string", default: "10000" },
+      "idle-hold": { type: "string", default: "45" },
       "skip-throughput": { type: "boolean", default: false },
       "quiet-wait": { type: "string", default: "0" },
       rounds: { type: "string", default: "1" },
@@ -154,6 +159,7 @@ function parseOptions(args: string[]): Options | undefined {
     protocols: list("protocols", values.protocols, PROTOCOLS),
     threads: positiveInt("threads", values.threads),
     idleClients: positiveInt("idle-clients", values["idle-clients"], true),
+    idleHoldS: positiveInt("idle-hold", values["idle-hold"], true),
     skipThroughput: values["skip-throughput"],
     quietWaitS: positiveInt("quiet-wait", values["quiet-wait"], true),
     rounds: positiveInt("rounds", values.rounds),
@@ -489,8 +495,10 @@ function idleTable(rows: IdleRow[]): Table {
       "failed",
       "RSS before KB",
       "RSS with clients KB",
-      "delta KB",
       "per client KB",
+      "held s",
+      "RSS held KB",
+      "per client held KB",
       "fds with clients",
       "connect s",
     ],
@@ -500,8 +508,10 @@ function idleTable(rows: IdleRow[]): Table {
       String(r.failed),
       String(r.rssBeforeKb),
       String(r.rssWithClientsKb),
-      String(r.rssWithClientsKb - r.rssBeforeKb),
       fixed(r.perClientKb, 2),
+      fixed(r.heldMs / 1000, 0),
+      String(r.rssHeldKb),
+      fixed(r.perClientHeldKb, 2),
       String(r.fdsWithClients),
       fixed(r.connectSeconds, 1),
     ]),
@@ -891,6 +901,7 @@ async function main(): Promise<number> {
           count: opts.idleClients,
           user: USER,
           database: DATABASE,
+          holdMs: opts.idleHoldS * 1000,
           signal,
           onProgress: (connected, failed) =>
             log(`  ${probe.target}: ${connected} connected, ${failed} failed`),
@@ -898,7 +909,9 @@ async function main(): Promise<number> {
         idle.push({ target: probe.target, ...result });
         log(
           `${probe.target}: ${result.connected} clients, RSS ${result.rssBeforeKb} → ` +
-            `${result.rssWithClientsKb} KB, ${fixed(result.perClientKb, 2)} KB per client` +
+            `${result.rssWithClientsKb} KB, ${fixed(result.perClientKb, 2)} KB per client; ` +
+            `held ${fixed(result.heldMs / 1000, 0)} s: ${result.rssHeldKb} KB, ` +
+            `${fixed(result.perClientHeldKb, 2)} KB per client` +
             (result.errors.length > 0 ? `; errors: ${result.errors.join(" | ")}` : ""),
         );
         await stopServer();
@@ -907,8 +920,10 @@ async function main(): Promise<number> {
         console.log(`\n## Memory with ${opts.idleClients} idle logged-in clients\n`);
         console.log(formatTable(idleTable(idle)));
         console.log(
-          "\nper client KB = (RSS with clients − RSS before) / clients connected; VmRSS of the " +
-            "server process itself, read from /proc/<pid>/status.",
+          "\nper client KB = (RSS with clients − RSS before) / clients connected, read 3 s after " +
+            "the last login; per client held KB = the same after holding the clients idle " +
+            "(held s after the last login). VmRSS of the server process itself, read from " +
+            "/proc/<pid>/status.",
         );
       }
     }

@@ -163,10 +163,14 @@ export function errnoError(errno: number, doing: string): Error {
   }
 }
 
-/** A C `int` option value (for `setsockopt`). */
+/** A C `int` option value (for `setsockopt`), read only: 0 and 1 are shared buffers. */
 export function int32(v: number): Uint8Array {
+  if (v === 0) return INT32_ZERO;
+  if (v === 1) return INT32_ONE;
   return new Uint8Array(new Int32Array([v]).buffer);
 }
+const INT32_ZERO = new Uint8Array(new Int32Array([0]).buffer);
+const INT32_ONE = new Uint8Array(new Int32Array([1]).buffer);
 
 /** The opened library with what the rest of the module needs around it. */
 export interface Libc {

@@ -236,8 +236,23 @@ export class MessageWriter {
 
   /** Writes `value` as UTF-8 without a terminator. */
   string(value: string): this {
-    this.#ensure(value.length * 3);
-    this.#pos += encoder.encodeInto(value, this.#buf.subarray(this.#pos)).written;
+    const n = value.length;
+    this.#ensure(n * 3);
+    const buf = this.#buf;
+    let pos = this.#pos;
+    if (n > 64) {
+      this.#pos = pos + encoder.encodeInto(value, buf.subarray(pos)).written;
+      return this;
+    }
+    // Short ASCII (names, settings, tags) is copied as is: no view and no result object.
+    let i = 0;
+    for (; i < n; i++) {
+      const c = value.charCodeAt(i);
+      if (c >= 0x80) break;
+      buf[pos++] = c;
+    }
+    if (i < n) pos += encoder.encodeInto(value.slice(i), buf.subarray(pos)).written;
+    this.#pos = pos;
     return this;
   }
 

@@ -305,3 +305,21 @@ Deno.test("counts above 65535 are refused instead of wrapping", () => {
   assertEquals(w.length, 0, "the half-built message is dropped");
   assertEquals(new MessageWriter().bind("", "", params.slice(1)).length > 65535 * 4, true);
 });
+
+Deno.test("MessageWriter.string writes ASCII, non-ASCII and mixed text as UTF-8", () => {
+  const enc = new TextEncoder();
+  for (
+    const text of [
+      "",
+      "search_path",
+      "héllo",
+      "ascii first, then ✓ and 𝄞",
+      "日本語",
+      "x".repeat(1000) + "é" + "y".repeat(1000), // grows the buffer past its first size
+    ]
+  ) {
+    const w = new MessageWriter(8);
+    w.byte(1).string(text).byte(2);
+    assertEquals(w.take(), Uint8Array.of(1, ...enc.encode(text), 2));
+  }
+});

@@ -16,6 +16,44 @@ export interface ReadSource {
   read(p: Uint8Array): Promise<number | null>;
 }
 
+/** The buffer of a reader that holds none (see {@linkcode BufferPool}). */
+const NONE = new Uint8Array(0);
+
+/**
+ * Read buffers of one size, shared by the readers of many connections: a reader on the fast
+ * path gives its buffer back whenever it has read everything and waits for more, so an idle
+ * connection holds no buffer (PgBouncer's per-client memory is a few hundred bytes; a buffer per
+ * client would be most of ours). Only a reader with bytes buffered (a message part way in, or
+ * messages waiting for a backend) holds one.
+ */
+export class BufferPool {
+  /** Length of each buffer. */
+  readonly size: number;
+  #free: Uint8Array[] = [];
+  #keep: number;
+
+  /** Buffers of `size` bytes; at most `keep` free ones are kept (the rest are left to the GC). */
+  constructor(size: number, keep = 1024) {
+    this.size = size;
+    this.#keep = keep;
+  }
+
+  /** Free buffers kept now. */
+  get free(): number {
+    return this.#free.length;
+  }
+
+  /** A buffer of {@linkcode size} bytes (its contents are whatever was left in it). */
+  take(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(this.size);
+  }
+
+  /** Gives back a buffer nothing refers to any more (one of another length is dropped). */
+  give(b: Uint8Array): void {
+    if (b.length === this.size && this.#free.length < this.#keep) this.#free.push(b);
+  }
+}
+
 /**
  * A message-at-a-time view of a connection's bytes.
  *
@@ -45,14 +83,34 @@ export class FrameReader {
   #initial: number;
   #max: number;
   #lastSize = 0;
+  #pool: BufferPool | null;
 
-  /** Reads from `source`, waiting on a buffer of `initialSize` bytes while messages are small. */
-  constructor(source: ReadSource, initialSize: number, maxMessageLength = MAX_MESSAGE_LENGTH) {
+  /**
+   * Reads from `source`, waiting on a buffer of `initialSize` bytes while messages are small.
+   * With `pool` (whose size must be `initialSize`), a reader on the fast path takes that buffer
+   * from the pool when bytes come and gives it back once it has read everything and waits for
+   * more: then its views of earlier messages are no longer valid (as after any read).
+   */
+  constructor(
+    source: ReadSource,
+    initialSize: number,
+    maxMessageLength = MAX_MESSAGE_LENGTH,
+    pool?: BufferPool,
+  ) {
     this.#source = source;
     this.#sync = canReadSync(source as SyncReadConn) ? source as SyncReadConn : null;
     this.#initial = initialSize;
     this.#max = maxMessageLength;
-    this.buf = new Uint8Array(initialSize);
+    if (pool !== undefined && pool.size !== initialSize) {
+      throw new RangeError(`the pool's buffers are ${pool.size} bytes, not ${initialSize}`);
+    }
+    this.#pool = this.#sync !== null && pool !== undefined ? pool : null;
+    this.buf = this.#pool !== null ? NONE : new Uint8Array(initialSize);
+  }
+
+  /** Whether the reader holds a buffer now (always, unless it shares a pool's). */
+  get holdsBuffer(): boolean {
+    return this.buf !== NONE;
   }
 
   /** Payload of the current message (a view, valid until the next {@linkcode read}). */
@@ -130,7 +188,15 @@ export class FrameReader {
    * Throws the connection's own error.
    */
   readNow(): number | null | undefined {
-    return this.#sync!.tryRead(this.#room());
+    const n = this.#sync!.tryRead(this.#room());
+    if (n === undefined && this.#pool !== null && this.#head === this.#tail) {
+      // Nothing buffered and nothing came: the buffer goes back until bytes do.
+      const b = this.buf;
+      this.buf = NONE;
+      this.#head = this.#tail = 0;
+      this.#pool.give(b);
+    }
+    return n;
   }
 
   /** Calls `fn` once when {@linkcode readNow} may have something (only when {@linkcode canReadNow}). */
@@ -144,9 +210,11 @@ export class FrameReader {
     const avail = this.#tail - this.#head;
     if (avail === 0) {
       this.#head = this.#tail = 0;
-      // Caught up after small messages: wait on a small buffer again.
-      if (b.length > this.#initial && this.#lastSize <= this.#initial) {
-        b = this.buf = new Uint8Array(this.#initial);
+      if (b === NONE) {
+        b = this.buf = this.#pool!.take();
+      } else if (b.length > this.#initial && this.#lastSize <= this.#initial) {
+        // Caught up after small messages: wait on a small buffer again.
+        b = this.buf = this.#pool?.take() ?? new Uint8Array(this.#initial);
       }
     } else {
       let need = 5;
@@ -158,6 +226,7 @@ export class FrameReader {
         // Grow by doubling: memory follows the bytes received, not the length claimed.
         const grown = new Uint8Array(Math.min(need, b.length * 2));
         grown.set(b.subarray(this.#head, this.#tail));
+        this.#pool?.give(b); // a buffer of the pool's size goes back
         b = this.buf = grown;
         this.#tail = avail;
         this.#head = 0;

@@ -2,7 +2,7 @@ import { TesseraError } from "../../errors/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../testing/assert.ts";
 import { MemoryConn } from "../../wire/memory_conn.ts";
 import { MessageWriter } from "../../wire/mod.ts";
-import { FrameReader } from "./frame_reader.ts";
+import { BufferPool, FrameReader } from "./frame_reader.ts";
 
 async function readAll(r: FrameReader): Promise<[string, number][]> {
   const out: [string, number][] = [];
@@ -95,4 +95,73 @@ Deno.test("FrameReader reads without waiting from a source that can (readNow, wh
   assertEquals(seen, [["Q", 9], ["S", 0], ["Q", 3001], ["Z", 1]]);
   assert(waits > 0);
   assert(!new FrameReader(new MemoryConn(bytes), 64).canReadNow);
+});
+
+/** A source read without waiting, fed by hand: `tryRead` takes what was pushed, else nothing. */
+function handFed() {
+  const chunks: Uint8Array[] = [];
+  return {
+    chunks,
+    read: () => Promise.reject(new Error("the promise path must not be used")),
+    write: () => Promise.resolve(0),
+    close: () => {},
+    tryRead(p: Uint8Array): number | null | undefined {
+      const c = chunks.shift();
+      if (c === undefined) return undefined;
+      const n = Math.min(c.length, p.length);
+      p.set(c.subarray(0, n));
+      if (n < c.length) chunks.unshift(c.subarray(n));
+      return n;
+    },
+    onReadable(_fn: () => void): void {},
+  };
+}
+
+Deno.test("FrameReader on a pool holds a buffer only while bytes are buffered", () => {
+  const pool = new BufferPool(64);
+  const a = handFed();
+  const b = handFed();
+  const ra = new FrameReader(a, 64, undefined, pool);
+  const rb = new FrameReader(b, 64, undefined, pool);
+  assert(!ra.holdsBuffer && !rb.holdsBuffer); // nothing read yet: no buffer
+  const msgs = new MessageWriter().query("select 1").query("select 2").take();
+  // A whole message and part of the next: the reader keeps its buffer for the rest.
+  a.chunks.push(msgs.subarray(0, 20));
+  assert(ra.advance(ra.readNow()!));
+  assert(ra.next());
+  assertEquals(new TextDecoder().decode(ra.payload), "select 1\0");
+  assertEquals(ra.next(), false);
+  assertEquals(ra.readNow(), undefined);
+  assert(ra.holdsBuffer);
+  assertEquals(pool.free, 0);
+  // The rest comes: read, then nothing more: the buffer goes back to the pool.
+  a.chunks.push(msgs.subarray(20));
+  assert(ra.advance(ra.readNow()!));
+  assert(ra.next());
+  assertEquals(new TextDecoder().decode(ra.payload), "select 2\0");
+  assertEquals(ra.readNow(), undefined);
+  assert(!ra.holdsBuffer);
+  assertEquals(pool.free, 1);
+  // Another reader takes that same buffer, and frames its own bytes in it.
+  b.chunks.push(new MessageWriter().sync().take());
+  assert(rb.advance(rb.readNow()!));
+  assertEquals(pool.free, 0);
+  assert(rb.next());
+  assertEquals(rb.typeChar, "S");
+  assertEquals(rb.readNow(), undefined);
+  assertEquals(pool.free, 1);
+  // A large message grows the buffer; the grown one is dropped, not pooled.
+  const big = new MessageWriter().query("x".repeat(500)).take();
+  a.chunks.push(big);
+  for (;;) {
+    const n = ra.readNow();
+    if (n === undefined) break;
+    assert(ra.advance(n));
+  }
+  assert(ra.next());
+  assertEquals(ra.payload.length, 501);
+  assertEquals(ra.readNow(), undefined);
+  assert(!ra.holdsBuffer);
+  assertEquals(pool.free, 1);
+  assertThrows(() => new FrameReader(a, 128, undefined, pool), RangeError);
 });

@@ -12,6 +12,39 @@ import { canWriteSync, MessageWriter, type SyncWriteConn, type WireConn } from "
 const RESOLVED: Promise<void> = Promise.resolve();
 
 /**
+ * Message writers with buffers of one size, shared by the outboxes of many connections: an
+ * outbox whose bytes were all written at once gives its writer back, so an idle connection
+ * holds none. A writer whose buffer grew (a large result) is not kept.
+ */
+export class WriterPool {
+  /** Initial buffer size of each writer. */
+  readonly size: number;
+  #free: MessageWriter[] = [];
+  #keep: number;
+
+  /** Writers of `size` bytes; at most `keep` free ones are kept. */
+  constructor(size: number, keep = 1024) {
+    this.size = size;
+    this.#keep = keep;
+  }
+
+  /** Free writers kept now. */
+  get free(): number {
+    return this.#free.length;
+  }
+
+  /** An empty writer. */
+  take(): MessageWriter {
+    return this.#free.pop() ?? new MessageWriter(this.size);
+  }
+
+  /** Gives back an empty writer nothing refers to any more. */
+  give(w: MessageWriter): void {
+    if (w.backing.length === this.size && this.#free.length < this.#keep) this.#free.push(w);
+  }
+}
+
+/**
  * Buffers outgoing bytes for `conn`. {@linkcode flush} never rejects: a write failure is
  * reported once through `onError`, and later appends are dropped.
  */
@@ -26,33 +59,46 @@ export class Outbox {
   #onError: (err: unknown) => void;
   #initial: number;
   #keep: number;
+  #writers: WriterPool | null;
 
   /**
    * Writes to `conn`; `onError` hears of the first failed write. Buffers start at
    * `initialSize` bytes; one that grew beyond `keepSize` (for a large result) is dropped after
-   * its write, so an idle connection holds little.
+   * its write, so an idle connection holds little. With `writers` (whose size must be
+   * `initialSize`), a connection written without waiting (the fast path) holds no writer
+   * between writes: a writer taken from {@linkcode w} is valid until the next flush.
    */
   constructor(
     conn: WireConn,
     onError: (err: unknown) => void,
     initialSize = 256,
     keepSize = 8192,
+    writers?: WriterPool,
   ) {
     this.#conn = conn;
     this.#sync = canWriteSync(conn) ? conn : null;
     this.#onError = onError;
     this.#initial = initialSize;
     this.#keep = keepSize;
+    if (writers !== undefined && writers.size !== initialSize) {
+      throw new RangeError(`the pool's writers are ${writers.size} bytes, not ${initialSize}`);
+    }
+    this.#writers = this.#sync !== null && writers !== undefined ? writers : null;
   }
 
   /** The writer to append messages to; they go out at the next {@linkcode flush}. */
   get w(): MessageWriter {
     let p = this.#pending;
     if (p === null) {
-      p = this.#pending = this.#spare ?? new MessageWriter(this.#initial);
+      p = this.#pending = this.#spare ?? this.#writers?.take() ?? new MessageWriter(this.#initial);
       this.#spare = null;
     }
     return p;
+  }
+
+  /** Whether the outbox holds a writer now. */
+  get holdsWriter(): boolean {
+    return this.#pending !== null || this.#spare !== null || this.#inFlight !== null;
   }
 
   /** Appends bytes as they are (a forwarded message). */
@@ -100,7 +146,14 @@ export class Outbox {
   flush(): Promise<void> {
     if (this.#writing !== null) return this.#writing;
     const w = this.#pending;
-    if (w === null || w.length === 0) return RESOLVED;
+    if (w === null) return RESOLVED;
+    if (w.length === 0) {
+      if (this.#writers !== null) {
+        this.#pending = null;
+        this.#writers.give(w);
+      }
+      return RESOLVED;
+    }
     if (this.#failed) {
       w.reset();
       return RESOLVED;
@@ -118,6 +171,10 @@ export class Outbox {
       }
       if (n === len) {
         w.reset();
+        if (this.#writers !== null) {
+          this.#pending = null;
+          this.#writers.give(w);
+        }
         return RESOLVED;
       }
       bytes = w.view().subarray(n);
@@ -159,7 +216,8 @@ export class Outbox {
     w.reset();
     this.#inFlight = null;
     // Keep a small buffer for the next round; drop one grown by a large result.
-    if (this.#spare === null && w.view().buffer.byteLength <= this.#keep) this.#spare = w;
+    if (this.#writers !== null) this.#writers.give(w);
+    else if (this.#spare === null && w.view().buffer.byteLength <= this.#keep) this.#spare = w;
   }
 
   #writeFailed = (err: unknown): void => {

@@ -42,8 +42,8 @@ import {
   writeWithStatementName,
 } from "../../wire/mod.ts";
 import type { BackendConn, BackendOwner, Frame } from "../pool/backend.ts";
-import { FrameReader } from "../pool/frame_reader.ts";
-import { Outbox } from "../pool/outbox.ts";
+import { BufferPool, FrameReader } from "../pool/frame_reader.ts";
+import { Outbox, WriterPool } from "../pool/outbox.ts";
 import { Pool } from "../pool/pool.ts";
 import { isDeferrableBegin, shiftPosition, startsWithLetter } from "./begin.ts";
 import { Expect, ExpectQueue } from "./queue.ts";
@@ -162,6 +162,15 @@ export function pinReasons(pins: number): string {
 const BEGIN_REPLY = new MessageWriter(32).commandComplete("BEGIN").readyForQuery("T").take();
 /** The last deferred BEGIN's bytes, shared by every session that sends the same. */
 let lastBegin = new Uint8Array(0);
+
+/**
+ * Clients' read buffers and writers, shared (one pool per process): a client holds one only
+ * while it has bytes buffered or being written, so an idle client holds neither.
+ */
+const READ_SIZE = 1024;
+const WRITE_SIZE = 256;
+const READ_BUFFERS = new BufferPool(READ_SIZE);
+const WRITERS = new WriterPool(WRITE_SIZE);
 
 /** Whether `buf` holds `a`'s bytes at `at`. */
 function sameBytes(a: Uint8Array, buf: Uint8Array, at: number): boolean {
@@ -442,8 +451,8 @@ export class Session implements BackendOwner {
     this.pid = pid;
     this.secret = secret;
     this.admin = admin;
-    this.#reader = new FrameReader(start.conn, 1024);
-    this.#out = new Outbox(start.conn, () => this.#closeClient(), 256);
+    this.#reader = new FrameReader(start.conn, READ_SIZE, undefined, READ_BUFFERS);
+    this.#out = new Outbox(start.conn, () => this.#closeClient(), WRITE_SIZE, undefined, WRITERS);
   }
 
   /** Pin reasons as bits of {@linkcode PinReason}; 0 when not pinned. */
