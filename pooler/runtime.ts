@@ -17,7 +17,7 @@ import { createStatusApp, serveComponent, type ServedComponent } from "../shared
 import { Logger, type LogSink } from "../shared/log/mod.ts";
 import { createRpcHandler } from "../shared/rpc/mod.ts";
 import { CleanupStack } from "../shared/proc/mod.ts";
-import { type PoolerRecord, TopoClient, TopoRegistration } from "../shared/topo/mod.ts";
+import type { PoolerRecord, TopoClient, TopoRegistration } from "../shared/topo/mod.ts";
 import type { PoolerConfig } from "./config.ts";
 import { splitHostPort } from "../shared/config/mod.ts";
 import { loadUsersFile, poolerAuth, type VerifierLookup } from "./control/users.ts";
@@ -26,6 +26,14 @@ import { type PoolerIdentity, registerPoolerService } from "./control/service.ts
 import { InstanceManager, registerManagerService } from "./control/manager.ts";
 import { type PoolerOptions, type PoolerServer, startPooler, type WorkerPlace } from "./server.ts";
 import { detachSession, stdinClosed, WorkerSet, workerSizes, type WorkerSpec } from "./workers.ts";
+
+/**
+ * The topo module, loaded only when topo is configured: etcd's client brings gRPC and protobufjs,
+ * about 40 MB of memory and a few hundred ms of start-up that a standalone pooler does not need.
+ */
+function loadTopo(): Promise<typeof import("../shared/topo/mod.ts")> {
+  return import("../shared/topo/mod.ts");
+}
 
 /** Version reported in `/status`. */
 export const POOLER_VERSION = "0.1.0";
@@ -110,7 +118,7 @@ export async function runPooler(
     ? loadFrontendTls({ certFile: config.tlsCert, keyFile: config.tlsKey })
     : undefined;
   const topo = config.topoEndpoints.length > 0
-    ? await TopoClient.connect({
+    ? await (await loadTopo()).TopoClient.connect({
       endpoints: config.topoEndpoints,
       root: config.topoRoot,
       logger,
@@ -200,6 +208,7 @@ export async function runPooler(
     cleanups.push(() => http.shutdown());
 
     if (topo !== undefined) {
+      const { TopoRegistration } = await loadTopo();
       registration = new TopoRegistration<PoolerRecord>({
         store: async () => (await topo.cell(config.cell)).poolers,
         record: () => poolerRecord(config, pooler, probe, manager),
@@ -250,7 +259,11 @@ export async function runWorker(
     ? loadFrontendTls({ certFile: config.tlsCert, keyFile: config.tlsKey })
     : undefined;
   const topo = config.topoEndpoints.length > 0 && config.auth === "scram-sha-256"
-    ? await TopoClient.connect({ endpoints: config.topoEndpoints, root: config.topoRoot, logger })
+    ? await (await loadTopo()).TopoClient.connect({
+      endpoints: config.topoEndpoints,
+      root: config.topoRoot,
+      logger,
+    })
     : undefined;
   const fastNet = chooseIo(config.io === "auto" ? "fast" : config.io, logger);
   let pooler: PoolerServer;
