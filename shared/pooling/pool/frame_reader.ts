@@ -9,6 +9,7 @@
 
 import { SqlState, TesseraError } from "../../errors/mod.ts";
 import { canReadSync, MAX_MESSAGE_LENGTH, type SyncReadConn } from "../../wire/mod.ts";
+import { FreeList } from "./free_list.ts";
 
 /** Something to read bytes from, like `Deno.Conn`. */
 export interface ReadSource {
@@ -26,31 +27,13 @@ const NONE = new Uint8Array(0);
  * client would be most of ours). Only a reader with bytes buffered (a message part way in, or
  * messages waiting for a backend) holds one.
  */
-export class BufferPool {
-  /** Length of each buffer. */
-  readonly size: number;
-  #free: Uint8Array[] = [];
-  #keep: number;
-
-  /** Buffers of `size` bytes; at most `keep` free ones are kept (the rest are left to the GC). */
-  constructor(size: number, keep = 1024) {
-    this.size = size;
-    this.#keep = keep;
+export class BufferPool extends FreeList<Uint8Array> {
+  protected make(): Uint8Array {
+    return new Uint8Array(this.size);
   }
 
-  /** Free buffers kept now. */
-  get free(): number {
-    return this.#free.length;
-  }
-
-  /** A buffer of {@linkcode size} bytes (its contents are whatever was left in it). */
-  take(): Uint8Array {
-    return this.#free.pop() ?? new Uint8Array(this.size);
-  }
-
-  /** Gives back a buffer nothing refers to any more (one of another length is dropped). */
-  give(b: Uint8Array): void {
-    if (b.length === this.size && this.#free.length < this.#keep) this.#free.push(b);
+  protected sizeOf(b: Uint8Array): number {
+    return b.length;
   }
 }
 

@@ -8,6 +8,7 @@
  */
 
 import { canWriteSync, MessageWriter, type SyncWriteConn, type WireConn } from "../../wire/mod.ts";
+import { FreeList } from "./free_list.ts";
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -16,31 +17,13 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * outbox whose bytes were all written at once gives its writer back, so an idle connection
  * holds none. A writer whose buffer grew (a large result) is not kept.
  */
-export class WriterPool {
-  /** Initial buffer size of each writer. */
-  readonly size: number;
-  #free: MessageWriter[] = [];
-  #keep: number;
-
-  /** Writers of `size` bytes; at most `keep` free ones are kept. */
-  constructor(size: number, keep = 1024) {
-    this.size = size;
-    this.#keep = keep;
+export class WriterPool extends FreeList<MessageWriter> {
+  protected make(): MessageWriter {
+    return new MessageWriter(this.size);
   }
 
-  /** Free writers kept now. */
-  get free(): number {
-    return this.#free.length;
-  }
-
-  /** An empty writer. */
-  take(): MessageWriter {
-    return this.#free.pop() ?? new MessageWriter(this.size);
-  }
-
-  /** Gives back an empty writer nothing refers to any more. */
-  give(w: MessageWriter): void {
-    if (w.backing.length === this.size && this.#free.length < this.#keep) this.#free.push(w);
+  protected sizeOf(w: MessageWriter): number {
+    return w.backing.length;
   }
 }
 
