@@ -131,10 +131,7 @@ export class Outbox {
     const w = this.#pending;
     if (w === null) return RESOLVED;
     if (w.length === 0) {
-      if (this.#writers !== null) {
-        this.#pending = null;
-        this.#writers.give(w);
-      }
+      this.#giveBack(w);
       return RESOLVED;
     }
     if (this.#failed) {
@@ -154,10 +151,7 @@ export class Outbox {
       }
       if (n === len) {
         w.reset();
-        if (this.#writers !== null) {
-          this.#pending = null;
-          this.#writers.give(w);
-        }
+        this.#giveBack(w);
         return RESOLVED;
       }
       bytes = w.view().subarray(n);
@@ -171,6 +165,13 @@ export class Outbox {
       ? this.#conn.write(bytes).then(this.#wrote, this.#writeFailed)
       : this.#writeRest(w, w.length - bytes.length);
     return this.#writing;
+  }
+
+  /** With shared writers: the pending writer `w`, empty now, goes back to the pool. */
+  #giveBack(w: MessageWriter): void {
+    if (this.#writers === null) return;
+    this.#pending = null;
+    this.#writers.give(w);
   }
 
   #wrote = (n: number): Promise<void> | undefined => {
