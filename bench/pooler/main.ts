@@ -68,6 +68,9 @@ const USAGE = `Usage: deno run -A bench/pooler/main.ts [options]
   --skip-throughput     only the RSS probe
   --quiet-wait S        before each run, wait up to S seconds for other processes to use
                         under 5% of the CPUs (default 0: do not wait; the table shows it anyway)
+  --warmup S            before the rounds of each row group, an unrecorded pgbench run of S
+                        seconds against every target, same workload and clients (default 10;
+                        0: none)
   --port-base N         first of five ports used, below 32768 (default 12900)
   --tessera-arg ARG     extra flag for the pooler (repeat for several)
   --tessera-workers N   the pooler's --workers in the throughput runs, its pool size split
@@ -89,6 +92,7 @@ interface Options {
   idleHoldS: number;
   skipThroughput: boolean;
   quietWaitS: number;
+  warmupS: number;
   rounds: number;
   portBase: number;
   tesseraArgs: string[];
@@ -135,6 +139,7 @@ function parseOptions(args: string[]): Options | undefined {
       "idle-hold": { type: "string", default: "45" },
       "skip-throughput": { type: "boolean", default: false },
       "quiet-wait": { type: "string", default: "0" },
+      warmup: { type: "string", default: "10" },
       rounds: { type: "string", default: "1" },
       "port-base": { type: "string", default: "12900" },
       "tessera-arg": { type: "string", multiple: true, default: [] },
@@ -162,6 +167,7 @@ function parseOptions(args: string[]): Options | undefined {
     idleHoldS: positiveInt("idle-hold", values["idle-hold"], true),
     skipThroughput: values["skip-throughput"],
     quietWaitS: positiveInt("quiet-wait", values["quiet-wait"], true),
+    warmupS: positiveInt("warmup", values.warmup, true),
     rounds: positiveInt("rounds", values.rounds),
     portBase,
     tesseraArgs: values["tessera-arg"],
@@ -649,6 +655,9 @@ async function main(): Promise<number> {
             ? `; ${opts.rounds} rounds alternating the targets (reversed every other round), ` +
               `each figure the median over the rounds (max: the worst; failed, aborted: summed; ` +
               `other CPU: the highest)`
+            : "") +
+          (opts.warmupS > 0
+            ? `; before each row group, an unrecorded ${opts.warmupS} s run against every target`
             : ""),
       );
     }
@@ -730,7 +739,13 @@ async function main(): Promise<number> {
       const total = opts.protocols.length * opts.workloads.length * opts.clients.length *
         targets.length * opts.rounds;
       const perRun = opts.durationS + 4;
-      log(`${total} pgbench runs, about ${Math.ceil((total * perRun) / 60)} min`);
+      const warmups = opts.warmupS > 0
+        ? opts.protocols.length * opts.workloads.length * opts.clients.length * targets.length
+        : 0;
+      log(
+        `${total} pgbench runs` + (warmups > 0 ? ` and ${warmups} warm-ups` : "") +
+          `, about ${Math.ceil((total * perRun + warmups * (opts.warmupS + 2)) / 60)} min`,
+      );
       // The driver parents pgbench and the poolers; the postmaster parents the backends.
       const postmasterPid = (await pg.instance.status()).pid;
       const meter = new CpuMeter(() => [Deno.pid, postmasterPid]);
@@ -742,6 +757,36 @@ async function main(): Promise<number> {
             // every other round runs them in reverse order (A B, B A, A B, ...), so that no
             // target always runs first after the reset below.
             const byTarget = new Map<Target, RunRow[]>();
+            // A pooler that compiles its code as it runs (Tessera's, on V8) is slower in its first
+            // seconds of a workload: every target gets the same unrecorded run first, which also
+            // brings Postgres's caches to the same state for each.
+            if (opts.warmupS > 0) {
+              for (const target of targets) {
+                signal.throwIfAborted();
+                const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-warmup-" });
+                const warm = await runPgbench({
+                  pgbench,
+                  host: HOST,
+                  port: portOf[target]!,
+                  user: USER,
+                  database: DATABASE,
+                  password: PASSWORD,
+                  workload,
+                  protocol,
+                  clients,
+                  threads: opts.threads,
+                  durationS: opts.warmupS,
+                  logDir,
+                  signal,
+                });
+                await Deno.remove(logDir, { recursive: true });
+                log(
+                  `warm-up ${workload} ${protocol} c=${clients} ${target}: ` +
+                    `${fixed(warm.report.tps, 0)} tps (not recorded)` +
+                    (warm.exitCode !== 0 ? `, pgbench exit code ${warm.exitCode}` : ""),
+                );
+              }
+            }
             for (let round = 1; round <= opts.rounds; round++) {
               for (const target of roundOrder(targets, round)) {
                 signal.throwIfAborted();
