@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../shared/testing/assert.ts";
-import { classify, formatOverlap, overlap, parseTimehist } from "./sched_timeline.ts";
+import { classify, formatOverlap, overlap, parseTimehist, poolerWaits } from "./sched_timeline.ts";
 
 function assertAlmostEquals(actual: number, expected: number, tolerance: number): void {
   assert(
@@ -59,4 +59,48 @@ Deno.test("overlap gives the share of each combination and of the pooler running
 
 Deno.test("overlap refuses input without scheduling events", () => {
   assertThrows(() => overlap(parseTimehist("nothing here\n", "deno")), Error, "no scheduling");
+});
+
+// With --state, over 1 ms. CPU 0: pooler 0.0–0.2 ms (preempted), postgres 0.2–0.6 ms (sleeps),
+// pooler 0.6–1.0 ms. CPU 1: pgbench 0.0–0.3 ms, then idle. The pooler waits 0.2–0.6 ms, and CPU 1
+// is idle for 0.3–0.6 ms of that.
+const STATE_TEXT = `
+           time    cpu  task name                       wait time  sch delay   run time  state
+      10.000200 [0000]  deno[6043]                          0.000      0.000      0.200      R
+      10.000300 [0001]  pgbench[6095/6094]                  0.000      0.000      0.300      S
+      10.000600 [0000]  postgres[6104]                      0.100      0.010      0.400      S
+      10.001000 [0000]  deno[6043]                          0.400      0.000      0.400      R
+      10.001000 [0001]  <idle>                              0.000      0.000      0.700      I
+`;
+
+Deno.test("parseTimehist reads lines with the state column too", () => {
+  const cpus = parseTimehist(STATE_TEXT, "deno");
+  assertEquals(cpus.get(0)!.map((i) => i.what), ["pooler", "postgres", "pooler"]);
+  assertEquals(cpus.get(1)!.map((i) => i.what), ["pgbench", "idle"]);
+  assertAlmostEquals(cpus.get(0)![2]!.start, 10.0006, 1e-9);
+});
+
+Deno.test("poolerWaits: preempted until it runs again, or its delay after a sleep", () => {
+  const waits = poolerWaits(STATE_TEXT, "deno");
+  assertEquals(waits.length, 1);
+  assertAlmostEquals(waits[0]!.start, 10.0002, 1e-9);
+  assertAlmostEquals(waits[0]!.end, 10.0006, 1e-9);
+  // After a sleep only the scheduling delay counts.
+  const slept = STATE_TEXT.replace(
+    "0.000      0.000      0.200      R",
+    "0.000      0.000      0.200      S",
+  ).replace("0.400      0.000      0.400      R", "0.400      0.050      0.400      R");
+  const after = poolerWaits(slept, "deno");
+  assertEquals(after.length, 1);
+  assertAlmostEquals(after[0]!.start, 10.00055, 1e-9);
+  // Without the state column there is nothing to tell.
+  assertEquals(poolerWaits(TEXT, "deno"), []);
+});
+
+Deno.test("overlap gives the time the pooler waited while a CPU was idle", () => {
+  const o = overlap(parseTimehist(STATE_TEXT, "deno"), 1e-6, poolerWaits(STATE_TEXT, "deno"));
+  assertAlmostEquals(o.poolerWaitingCpuIdle!, 0.3, 0.01);
+  assertAlmostEquals(o.poolerAlone, 0.4, 0.01); // 0.6–1.0 ms: pooler + idle
+  assert(formatOverlap(o).includes("runnable but waiting while another CPU was idle"));
+  assertEquals(overlap(parseTimehist(TEXT, "deno"), 1e-6).poolerWaitingCpuIdle, undefined);
 });
