@@ -757,6 +757,22 @@ async function main(): Promise<number> {
             // every other round runs them in reverse order (A B, B A, A B, ...), so that no
             // target always runs first after the reset below.
             const byTarget = new Map<Target, RunRow[]>();
+            const run = (target: Target, durationS: number, logDir: string) =>
+              runPgbench({
+                pgbench,
+                host: HOST,
+                port: portOf[target]!,
+                user: USER,
+                database: DATABASE,
+                password: PASSWORD,
+                workload,
+                protocol,
+                clients,
+                threads: opts.threads,
+                durationS,
+                logDir,
+                signal,
+              });
             // A pooler that compiles its code as it runs (Tessera's, on V8) is slower in its first
             // seconds of a workload: every target gets the same unrecorded run first, which also
             // brings Postgres's caches to the same state for each.
@@ -764,21 +780,7 @@ async function main(): Promise<number> {
               for (const target of targets) {
                 signal.throwIfAborted();
                 const logDir = await Deno.makeTempDir({ dir: workDir, prefix: "pgbench-warmup-" });
-                const warm = await runPgbench({
-                  pgbench,
-                  host: HOST,
-                  port: portOf[target]!,
-                  user: USER,
-                  database: DATABASE,
-                  password: PASSWORD,
-                  workload,
-                  protocol,
-                  clients,
-                  threads: opts.threads,
-                  durationS: opts.warmupS,
-                  logDir,
-                  signal,
-                });
+                const warm = await run(target, opts.warmupS, logDir);
                 await Deno.remove(logDir, { recursive: true });
                 log(
                   `warm-up ${workload} ${protocol} c=${clients} ${target}: ` +
@@ -807,21 +809,7 @@ async function main(): Promise<number> {
                   ? undefined
                   : readUsage(poolerPid, workers);
                 meter.start();
-                const result = await runPgbench({
-                  pgbench,
-                  host: HOST,
-                  port: portOf[target]!,
-                  user: USER,
-                  database: DATABASE,
-                  password: PASSWORD,
-                  workload,
-                  protocol,
-                  clients,
-                  threads: opts.threads,
-                  durationS: opts.durationS,
-                  logDir,
-                  signal,
-                });
+                const result = await run(target, opts.durationS, logDir);
                 const cpu = meter.stop();
                 const usageAfter = poolerPid === undefined
                   ? undefined
