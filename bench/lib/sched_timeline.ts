@@ -15,8 +15,8 @@
  * its other threads have names of their own). Prints, for every combination of what the CPUs ran
  * (pooler, postgres, pgbench, idle, other), its share of the time, and each CPU's idle share.
  * With `--state` (the state each task switched out in), it also tells when the pooler was
- * runnable but not running (preempted, or woken and not yet on a CPU) while a CPU sat idle: time
- * the kernel left the pooler waiting on one CPU instead of running it on the other.
+ * runnable but not running (preempted, or woken and not yet on a CPU) while another CPU sat idle:
+ * time the kernel left the pooler waiting on one CPU instead of running it on the other.
  *
  * @module
  */
