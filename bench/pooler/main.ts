@@ -739,9 +739,7 @@ async function main(): Promise<number> {
       const total = opts.protocols.length * opts.workloads.length * opts.clients.length *
         targets.length * opts.rounds;
       const perRun = opts.durationS + 4;
-      const warmups = opts.warmupS > 0
-        ? opts.protocols.length * opts.workloads.length * opts.clients.length * targets.length
-        : 0;
+      const warmups = opts.warmupS > 0 ? total / opts.rounds : 0; // one per target and row group
       log(
         `${total} pgbench runs` + (warmups > 0 ? ` and ${warmups} warm-ups` : "") +
           `, about ${Math.ceil((total * perRun + warmups * (opts.warmupS + 2)) / 60)} min`,
