@@ -78,6 +78,7 @@ const KW_SET = 22;
 const KW_RESET = 23;
 const KW_SESSION = 24;
 const KW_LOCAL = 25;
+const KW_TRANSACTION = 26;
 
 const KEYWORDS: Record<string, number> = {
   create: KW_CREATE,
@@ -111,6 +112,7 @@ const KEYWORDS: Record<string, number> = {
   reset: KW_RESET,
   session: KW_SESSION,
   local: KW_LOCAL,
+  transaction: KW_TRANSACTION,
 };
 
 /** Keywords by length: [bytes, code] pairs, so a token is matched without building a string. */
@@ -415,8 +417,19 @@ export function scanSqlTokens(buf: Uint8Array, start = 0, end = buf.length): num
   let statements = 0;
   let first = 0; // keyword code of the current statement's first word; -1: a non-keyword word
   let prev = 0;
+  // After a first word PREPARE: 1, and 2 after PREPARE TRANSACTION. `PREPARE TRANSACTION 'gid'`
+  // is two-phase commit, not a named statement (one named "transaction" is followed by AS or
+  // a parenthesis, never a string).
+  let prepare = 0;
   for (;;) {
     const tok = lx.next();
+    if (prepare !== 0) {
+      if (prepare === 1 && tok === Tok.ident && lx.keyword === KW_TRANSACTION) prepare = 2;
+      else {
+        if (prepare === 1 || tok !== Tok.string) flags |= Trigger.sqlPrepare;
+        prepare = 0;
+      }
+    }
     if (tok === Tok.eof) break;
     if (tok === Tok.semicolon) {
       first = 0;
@@ -439,6 +452,8 @@ export function scanSqlTokens(buf: Uint8Array, start = 0, end = buf.length): num
           flags |= Trigger.unpin | Trigger.settings;
           break;
         case KW_PREPARE:
+          prepare = 1; // flagged once the next word shows it is no PREPARE TRANSACTION
+          break;
         case KW_EXECUTE:
         case KW_DEALLOCATE:
           flags |= Trigger.sqlPrepare;
@@ -603,6 +618,15 @@ export function findSqlPrepareOps(buf: Uint8Array, start = 0, end = buf.length):
     if (kw !== KW_PREPARE && kw !== KW_EXECUTE && kw !== KW_DEALLOCATE) continue;
     const kind = kw === KW_PREPARE ? "prepare" : kw === KW_EXECUTE ? "execute" : "deallocate";
     let t = lx.next();
+    if (kind === "prepare" && t === Tok.ident && lx.keyword === KW_TRANSACTION) {
+      // PREPARE TRANSACTION 'gid' (two-phase commit) names no statement.
+      const { pos, start: s, end: e } = lx;
+      if (lx.next() === Tok.string) continue;
+      lx.pos = pos;
+      lx.start = s;
+      lx.end = e;
+      lx.keyword = KW_TRANSACTION;
+    }
     if (kind === "deallocate" && t === Tok.ident && lx.keyword === KW_PREPARE) t = lx.next();
     current = {
       kind,

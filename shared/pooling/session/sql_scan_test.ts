@@ -47,6 +47,21 @@ Deno.test("scanSql flags several statements, set_config, pg_backend_pid and SQL 
   assertEquals(scan("select 1; reset all"), Trigger.setStatement | Trigger.multi);
 });
 
+Deno.test("scanSql tells two-phase commit's PREPARE TRANSACTION from SQL PREPARE", () => {
+  assertEquals(scan("PREPARE TRANSACTION 'g1'"), 0);
+  assertEquals(scan("prepare transaction E'g\\'1' -- done"), 0);
+  assertEquals(scan("PREPARE TRANSACTION $$g$$; select 1"), Trigger.multi);
+  assertEquals(scan("commit prepared 'g1'"), 0);
+  // A statement that is itself named "transaction" is still SQL PREPARE.
+  assertEquals(scan("prepare transaction as select 1"), Trigger.sqlPrepare);
+  assertEquals(scan("PREPARE transaction (int) AS select $1"), Trigger.sqlPrepare);
+  assertEquals(scan('PREPARE "transaction" AS select 1'), Trigger.sqlPrepare);
+  // Incomplete texts go to the full handling (Postgres reports the syntax error).
+  assertEquals(scan("prepare"), Trigger.sqlPrepare);
+  assertEquals(scan("prepare transaction"), Trigger.sqlPrepare);
+  assertEquals(scan("prepare transaction; select 1"), Trigger.sqlPrepare | Trigger.multi);
+});
+
 Deno.test("rewriteBackendPid replaces calls, keeping the column name", () => {
   const sql = enc.encode(
     "select pg_backend_pid(), pg_catalog.pg_backend_pid ( ), 'pg_backend_pid()'",
@@ -72,6 +87,15 @@ Deno.test("findSqlPrepareOps locates statement names", () => {
   assertEquals(sql.slice(ops[0]!.nameStart, ops[0]!.nameEnd), "Foo");
   assertEquals(sql.slice(ops[0]!.nameEnd, ops[0]!.stmtEnd), " (int) AS select $1");
   assertEquals(sql.slice(ops[1]!.nameStart, ops[1]!.nameEnd), '"Bar"');
+
+  // Two-phase commit names no statement; a statement named "transaction" keeps its name.
+  const twoPhase = "PREPARE TRANSACTION 'g'; prepare transaction as select 1; execute transaction";
+  const tp = findSqlPrepareOps(enc.encode(twoPhase));
+  assertEquals(tp.map((o) => [o.kind, o.name]), [["prepare", "transaction"], [
+    "execute",
+    "transaction",
+  ]]);
+  assertEquals(twoPhase.slice(tp[0]!.nameEnd, tp[0]!.stmtEnd), " as select 1");
 });
 
 Deno.test("findCustomSettingNames finds dotted settings set by SET, RESET and set_config", () => {
