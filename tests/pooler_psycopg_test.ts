@@ -3,10 +3,11 @@
  * script's connections and 12 more that keep borrowing them: named (server-side) cursors, a WITH
  * HOLD cursor, executemany and execute_values, COPY both ways, isolation level and read-only
  * sessions, settings under autocommit and SET LOCAL, savepoints, LISTEN/NOTIFY, two-phase commit
- * (tpc_begin / tpc_prepare, then COMMIT PREPARED from another connection, and a rollback),
- * errors, notices, pg_backend_pid() and cancel, a large result, SQL PREPARE, advisory locks,
- * large objects and an asynchronous connection. The cases are in
- * `tests/testdata/psycopg2_pooler.py`. Ports 12712-12713.
+ * (tpc_begin / tpc_prepare, then COMMIT PREPARED from another connection, and a rollback), a
+ * temporary table and settings made inside a DO block and a procedure, errors, notices,
+ * pg_backend_pid() and cancel, a large result, SQL PREPARE, advisory locks, large objects and an
+ * asynchronous connection. The cases are in `tests/testdata/psycopg2_pooler.py`. Ports
+ * 12712-12713.
  */
 import { type PoolerServer, startPooler } from "../pooler/mod.ts";
 import { assertEquals } from "../shared/testing/assert.ts";
@@ -29,6 +30,8 @@ const CASES = [
   "savepoints",
   "notify",
   "two_phase",
+  "do_block_state",
+  "call_procedure",
   "errors_keep_session",
   "notices",
   "backend_pid_cancel",

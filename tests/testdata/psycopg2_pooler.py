@@ -126,6 +126,29 @@ def two_phase():
     dc.execute("select count(*) from tpc_t"); assert dc.fetchone()[0] == 1
     dc.execute("select count(*) from pg_prepared_xacts"); assert dc.fetchone()[0] == 0
     dc.execute("drop table tpc_t"); d.close()
+def do_block_state():
+    # State made by code the pooler cannot read (a DO block) follows the client all the same.
+    c = psycopg2.connect(DSN); c.autocommit = True; cur = c.cursor()
+    cur.execute("do $$ begin create temp table do_tmp (a int); insert into do_tmp values (1); end $$")
+    for _ in range(20):
+        cur.execute("select count(*) from do_tmp"); assert cur.fetchone()[0] == 1
+    cur.execute("drop table do_tmp")
+    cur.execute("do $$ begin perform set_config('work_mem', '5MB', false); "
+                "perform set_config('app.tenant', 't7', false); end $$")
+    for _ in range(20):
+        cur.execute("show work_mem"); assert cur.fetchone()[0] == "5MB"
+        cur.execute("select current_setting('app.tenant')"); assert cur.fetchone()[0] == "t7"
+    c.close()
+def call_procedure():
+    c = psycopg2.connect(DSN); c.autocommit = True; cur = c.cursor()
+    cur.execute("create procedure mk_tmp() language plpgsql as "
+                "$$ begin create temp table proc_tmp (a int); end $$")
+    cur.execute("call mk_tmp()")
+    for _ in range(20):
+        cur.execute("insert into proc_tmp values (1)")
+    cur.execute("select count(*) from proc_tmp"); assert cur.fetchone()[0] == 20
+    cur.execute("drop table proc_tmp"); cur.execute("drop procedure mk_tmp")
+    c.close()
 def errors_keep_session():
     c = psycopg2.connect(DSN); c.autocommit = True; cur = c.cursor()
     for _ in range(10):

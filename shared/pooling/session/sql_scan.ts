@@ -14,7 +14,7 @@
 
 /** Bits returned by {@linkcode scanSql}. */
 export const Trigger = {
-  /** A temporary object may have been created (CREATE TEMP, INTO TEMP, pg_temp.). */
+  /** A temporary object may have been created (CREATE TEMP, INTO TEMP, pg_temp., DO, CALL). */
   temp: 1,
   /** LISTEN. */
   listen: 2,
@@ -24,7 +24,7 @@ export const Trigger = {
   hold: 8,
   /** A statement that may remove pinned state: UNLISTEN, DISCARD, DROP, CLOSE, advisory unlock. */
   unpin: 16,
-  /** A session setting may change outside SET/RESET (`set_config`, DISCARD). */
+  /** A session setting may change outside SET/RESET (`set_config`, DISCARD, DO, CALL). */
   settings: 32,
   /** `pg_backend_pid()` is called. */
   backendPid: 64,
@@ -79,6 +79,8 @@ const KW_RESET = 23;
 const KW_SESSION = 24;
 const KW_LOCAL = 25;
 const KW_TRANSACTION = 26;
+const KW_DO = 27;
+const KW_CALL = 28;
 
 const KEYWORDS: Record<string, number> = {
   create: KW_CREATE,
@@ -113,6 +115,8 @@ const KEYWORDS: Record<string, number> = {
   session: KW_SESSION,
   local: KW_LOCAL,
   transaction: KW_TRANSACTION,
+  do: KW_DO,
+  call: KW_CALL,
 };
 
 /** Keywords by length: [bytes, code] pairs, so a token is matched without building a string. */
@@ -462,6 +466,12 @@ export function scanSqlTokens(buf: Uint8Array, start = 0, end = buf.length): num
         case KW_RESET:
           flags |= Trigger.setStatement;
           break;
+        case KW_DO:
+        case KW_CALL:
+          // Code the scan cannot see into (a DO block's body, a procedure) may create temporary
+          // tables, LISTEN, take advisory locks or change settings: the backend is asked.
+          flags |= Trigger.settings | PIN_TRIGGERS;
+          break;
       }
     }
     if (tok !== Tok.ident) {
@@ -652,6 +662,28 @@ export function findSqlPrepareOps(buf: Uint8Array, start = 0, end = buf.length):
   return ops;
 }
 
+/**
+ * The text inside a string token: after `$tag$` and before the closing one as it is; inside
+ * `'...'` or `E'...'` with its doubled (or, in E'', backslash-escaped) quotes made single.
+ */
+function stringBody(buf: Uint8Array, start: number, end: number): Uint8Array {
+  if (buf[start] === 0x24) {
+    let tag = start + 1;
+    while (tag < end && buf[tag] !== 0x24) tag++;
+    const len = tag + 1 - start;
+    return end - start >= 2 * len ? buf.subarray(start + len, end - len) : new Uint8Array(0);
+  }
+  const escapes = buf[start] !== 0x27; // E'...'
+  const out = new Uint8Array(Math.max(0, end - start - 2));
+  let n = 0;
+  for (let i = escapes ? start + 2 : start + 1; i < end - 1; i++) {
+    const c = buf[i]!;
+    if ((c === 0x27 || (escapes && c === 0x5c)) && i + 1 < end - 1) i++;
+    out[n++] = buf[i]!;
+  }
+  return out.subarray(0, n);
+}
+
 function stringValue(buf: Uint8Array, start: number, end: number): string | null {
   if (buf[start] !== 0x27 || buf[end - 1] !== 0x27 || end - start < 2) return null;
   return decoder.decode(buf.subarray(start + 1, end - 1)).replaceAll("''", "'");
@@ -666,16 +698,27 @@ export function findCustomSettingNames(buf: Uint8Array, start = 0, end = buf.len
   const lx = new SqlLexer(buf, start, end);
   const names: string[] = [];
   let atStart = true;
+  let inDo = false; // in a DO statement: its body is SQL too
   for (;;) {
     let tok = lx.next();
     if (tok === Tok.eof) break;
     if (tok === Tok.semicolon) {
       atStart = true;
+      inDo = false;
       continue;
     }
     const first = atStart;
     atStart = false;
+    if (inDo && tok === Tok.string) {
+      const body = stringBody(buf, lx.start, lx.end);
+      names.push(...findCustomSettingNames(body, 0, body.length));
+      continue;
+    }
     if (tok !== Tok.ident) continue;
+    if (first && lx.keyword === KW_DO) {
+      inDo = true;
+      continue;
+    }
     if (first && (lx.keyword === KW_SET || lx.keyword === KW_RESET)) {
       tok = lx.next();
       const kw: number = lx.keyword; // next() changed it

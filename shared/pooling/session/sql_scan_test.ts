@@ -62,6 +62,22 @@ Deno.test("scanSql tells two-phase commit's PREPARE TRANSACTION from SQL PREPARE
   assertEquals(scan("prepare transaction; select 1"), Trigger.sqlPrepare | Trigger.multi);
 });
 
+Deno.test("scanSql asks for every check after DO and CALL, whose code it cannot see", () => {
+  const all = Trigger.settings | Trigger.temp | Trigger.listen | Trigger.advisory | Trigger.hold;
+  assertEquals(scan("DO $$ begin create temp table t (a int); end $$"), all);
+  assertEquals(scan("do language plpgsql 'begin perform 1; end'"), all);
+  assertEquals(scan("CALL make_things(1)"), all);
+  assertEquals(scan("select 1; call p()"), all | Trigger.multi);
+  assertEquals(scan("select do_this(), call_that() from docs"), 0);
+});
+
+Deno.test("findCustomSettingNames looks into DO blocks", () => {
+  const sql = "DO $body$ begin perform set_config('app.tenant', '7', false); end $body$; " +
+    "do language plpgsql 'begin perform pg_catalog.set_config(''app.user'', ''x'', false); end'; " +
+    "select 'set_config(''not.this'', 1)'";
+  assertEquals(findCustomSettingNames(enc.encode(sql)), ["app.tenant", "app.user"]);
+});
+
 Deno.test("rewriteBackendPid replaces calls, keeping the column name", () => {
   const sql = enc.encode(
     "select pg_backend_pid(), pg_catalog.pg_backend_pid ( ), 'pg_backend_pid()'",
@@ -146,6 +162,10 @@ Deno.test("scanSql's quick look never hides a trigger the full scan finds", () =
     "BEGIN;",
     "end;",
     "select 'temp;' as x",
+    "PREPARE TRANSACTION 'g'",
+    "prepare transaction as select 1",
+    "do $$ begin end $$",
+    "CALL p()",
   ];
   const enc2 = new TextEncoder();
   let checked = 0;
