@@ -163,8 +163,11 @@ export interface PoolerStats {
   clientsTotal: number;
   /** Clients refused for exceeding `maxClientConnections`. */
   clientsRefused: number;
-  /** Cancel requests received / forwarded to a backend. */
-  cancelRequests: { received: number; forwarded: number };
+  /**
+   * Cancel requests received, forwarded to a backend, and those that took a query waiting for a
+   * backend out of the queue.
+   */
+  cancelRequests: { received: number; forwarded: number; dequeued: number };
   /** One entry per (user, database) pool. */
   pools: PoolStats[];
   /** Pinned sessions. */
@@ -224,7 +227,7 @@ export function mergeStats(list: readonly PoolerStats[]): PoolerStats {
     activeClients: 0,
     clientsTotal: 0,
     clientsRefused: 0,
-    cancelRequests: { received: 0, forwarded: 0 },
+    cancelRequests: { received: 0, forwarded: 0, dequeued: 0 },
     pools: [],
     pinnedClients: 0,
     pins: {},
@@ -239,6 +242,7 @@ export function mergeStats(list: readonly PoolerStats[]): PoolerStats {
     out.clientsRefused += s.clientsRefused;
     out.cancelRequests.received += s.cancelRequests.received;
     out.cancelRequests.forwarded += s.cancelRequests.forwarded;
+    out.cancelRequests.dequeued += s.cancelRequests.dequeued;
     out.pinnedClients += s.pinnedClients;
     for (const [reason, n] of Object.entries(s.pins)) {
       out.pins[reason] = (out.pins[reason] ?? 0) + n;
@@ -329,7 +333,13 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #stopping = false;
   #stopped: Promise<void> | null = null;
   #drainTimeoutMs: number;
-  #counters = { clientsTotal: 0, clientsRefused: 0, cancelReceived: 0, cancelForwarded: 0 };
+  #counters = {
+    clientsTotal: 0,
+    clientsRefused: 0,
+    cancelReceived: 0,
+    cancelForwarded: 0,
+    cancelDequeued: 0,
+  };
   #handshakes = new Set<Deno.Conn>();
   #muxes = new Set<Mux>();
   #worker: WorkerPlace | undefined;
@@ -770,7 +780,11 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     const session = this.#sessions.get(pid);
     if (session === undefined || session.secret !== secret) return Promise.resolve();
     const b = session.backend;
-    if (b === null) return Promise.resolve(); // nothing runs for this client
+    if (b === null) {
+      // Nothing runs for this client; a query of it waiting for a backend leaves the queue.
+      if (session.cancelWait()) this.#counters.cancelDequeued++;
+      return Promise.resolve();
+    }
     this.#counters.cancelForwarded++;
     return this.cancelBackend(b, () => session.backend === b);
   }
@@ -865,6 +879,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       cancelRequests: {
         received: this.#counters.cancelReceived,
         forwarded: this.#counters.cancelForwarded,
+        dequeued: this.#counters.cancelDequeued,
       },
       pools,
       pinnedClients: pinned,

@@ -81,7 +81,7 @@ Deno.test("mergeStats: counts add up, pools of one user and database become one"
     clients: 3,
     activeClients: 1,
     clientsTotal: 9,
-    cancelRequests: { received: 2, forwarded: 1 },
+    cancelRequests: { received: 2, forwarded: 1, dequeued: 1 },
     pools: [pool("u", 2, 7), pool("v", 1, 1)],
     pinnedClients: 1,
     pins: { tempTable: 1 },
@@ -101,7 +101,7 @@ Deno.test("mergeStats: counts add up, pools of one user and database become one"
   assertEquals(m.activeClients, 1);
   assertEquals(m.clientsTotal, 13);
   assertEquals(m.clientsRefused, 1);
-  assertEquals(m.cancelRequests, { received: 2, forwarded: 1 });
+  assertEquals(m.cancelRequests, { received: 2, forwarded: 1, dequeued: 1 });
   assertEquals(m.pinnedClients, 3);
   assertEquals(m.pins, { tempTable: 2, listen: 1 });
   assertEquals(m.preparedStatements, { hits: 4, misses: 2, evictions: 0 });

@@ -202,6 +202,72 @@ Deno.test({
 });
 
 Deno.test({
+  name: "pooler: a cancel for a query waiting for a backend takes it out of the queue (57014)",
+  ...opts,
+  async fn() {
+    const db = await startTestPostgres({ port: PG_PORT });
+    let pooler: PoolerServer | undefined;
+    try {
+      pooler = await startPooler({
+        ...fastIo(),
+        listen: [`127.0.0.1:${SMALL_POOLER_PORT}`],
+        postgres: { socketDir: db.socketDir, port: PG_PORT },
+        poolSize: 1,
+        queueTimeoutMs: 60_000,
+      });
+      const target = {
+        host: "127.0.0.1",
+        port: SMALL_POOLER_PORT,
+        user: "postgres",
+        database: "postgres",
+      };
+      const a = await PgClient.connect(target);
+      const b = await PgClient.connect(target);
+      const c = await PgClient.connect(target);
+      await a.query("begin");
+      await a.query("select 1"); // holds the only backend
+      const queued = (n: number) =>
+        waitFor(`${n} waiting`, () => pooler!.stats().pools[0]!.waiting === n || undefined, 5000);
+
+      // Autocommit: the statement fails with 57014 and the session goes on.
+      const waiting = b.query("select 'b ran'");
+      const behind = c.query("select 'c ran'"); // queued behind b: it must keep its place
+      await queued(2);
+      await b.cancel();
+      const err = await assertRejects(() => waiting, TesseraError);
+      assertEquals([err.code, err.message], ["57014", "canceling statement due to user request"]);
+      await queued(1);
+
+      // In a transaction block (its BEGIN answered by the pooler): the block fails, as in Postgres.
+      await b.query("begin");
+      const inBlock = b.query("select 'b in block'");
+      await queued(2);
+      await b.cancel();
+      assertEquals((await assertRejects(() => inBlock, TesseraError)).code, "57014");
+      assertEquals((await assertRejects(() => b.query("select 1"), TesseraError)).code, "25P02");
+      await b.query("rollback");
+
+      // a's transaction was not touched; c got the backend after it, and b works again.
+      const [ra] = await a.query("select 'a still in its transaction'");
+      assertEquals(ra!.rows[0]![0], "a still in its transaction");
+      await a.query("commit");
+      assertEquals((await behind)[0]!.rows[0]![0], "c ran");
+      assertEquals((await b.query("select 'b again'"))[0]!.rows[0]![0], "b again");
+      // A cancel while nothing waits or runs does nothing.
+      await b.cancel();
+      assertEquals((await b.query("select 3"))[0]!.rows[0]![0], "3");
+      assertEquals(pooler.stats().cancelRequests, { received: 3, forwarded: 0, dequeued: 2 });
+      await a.close();
+      await b.close();
+      await c.close();
+    } finally {
+      await pooler?.shutdown();
+      await db.cleanup();
+    }
+  },
+});
+
+Deno.test({
   name: "pooler: bad input closes that client with an error while another keeps working",
   ...opts,
   async fn() {

@@ -112,9 +112,9 @@ Deno.test({
       );
       // Worker 0 received the right cancel (and handed it on); worker 1 received the wrong one
       // and the right one, and forwarded the right one to Postgres.
-      assertEquals(servers[0]!.stats().cancelRequests, { received: 1, forwarded: 0 });
-      assertEquals(servers[1]!.stats().cancelRequests, { received: 2, forwarded: 1 });
-      assertEquals(all.cancelRequests, { received: 3, forwarded: 1 });
+      assertEquals(servers[0]!.stats().cancelRequests, { received: 1, forwarded: 0, dequeued: 0 });
+      assertEquals(servers[1]!.stats().cancelRequests, { received: 2, forwarded: 1, dequeued: 0 });
+      assertEquals(all.cancelRequests, { received: 3, forwarded: 1, dequeued: 0 });
     } finally {
       for (const c of clients) await c.close().catch(() => {});
       for (const s of servers) await s.shutdown();

@@ -236,6 +236,19 @@ export class Pool {
     this.#serveWaiters();
   }
 
+  /**
+   * Takes the waiter whose callback is `done` out of the queue and calls it with `err`; false
+   * when there is none (it was served meanwhile, or never waited).
+   */
+  cancelWait(done: (b: BackendConn | null, err: unknown) => void, err: unknown): boolean {
+    const waiters = this.#waiters;
+    const i = waiters.findIndex((w) => w.done === done);
+    if (i < 0) return false;
+    if (waiters.splice(i, 1)[0]!.admin) this.#adminWaiters--;
+    done(null, err);
+    return true;
+  }
+
   #lend(b: BackendConn): void {
     b.lent = true;
     this.#lent++;

@@ -940,6 +940,19 @@ export class Session implements BackendOwner {
     };
   }
 
+  /**
+   * A cancel request while a query of this session waits for a backend: the query leaves the
+   * queue and the client gets 57014, as when Postgres cancels a statement. False when nothing
+   * waits.
+   */
+  cancelWait(): boolean {
+    if (this.#resume === null || this.#onWaited === undefined || this.#pool === null) return false;
+    return this.#pool.cancelWait(
+      this.#onWaited,
+      new TesseraError(SqlState.queryCanceled, "canceling statement due to user request"),
+    );
+  }
+
   #acquireType = 0;
   #waitFixed: Wait | undefined;
   #resume: ((value: unknown) => void) | null = null;
