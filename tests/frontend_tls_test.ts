@@ -2,7 +2,8 @@
  * TLS through the shared front end with real clients: psql `sslmode=require`, `verify-full`
  * (against a CA and server certificate made here with openssl), `disable` against a TLS
  * server, `requireTls` refusing plaintext, and node-postgres, postgres.js and psycopg2 over
- * TLS with SCRAM. Ports 12840-12859.
+ * TLS with SCRAM; psql and node-postgres with SCRAM-SHA-256-PLUS (channel binding). Ports
+ * 12840-12859.
  */
 
 import pg from "pg";
@@ -80,8 +81,19 @@ Deno.test("psql sslmode=require, verify-full and disable against a TLS server", 
     });
     assertStringIncludes(wrong.stderr, 'FATAL:  password authentication failed for user "alice"');
 
+    // SCRAM-SHA-256-PLUS: libpq binds the proof to the TLS connection when asked to insist,
+    // and refuses on its own to send the password without TLS then.
+    const bound = await psql(
+      "host=127.0.0.1 port=12840 user=alice sslmode=require channel_binding=require",
+    );
+    assertEquals([bound.stdout.trim(), bound.stderr], ["alice/alice/tcp/tls", ""]);
+    const unbound = await psql(
+      "host=127.0.0.1 port=12840 user=alice sslmode=disable channel_binding=require",
+    );
+    assertStringIncludes(unbound.stderr, "channel binding required");
+
     const tlsSessions = server.sessions.filter((s) => s.tls).length;
-    assertEquals([server.sessions.length, tlsSessions], [4, 3]);
+    assertEquals([server.sessions.length, tlsSessions], [5, 4]);
   });
 });
 
@@ -142,6 +154,22 @@ Deno.test("node-postgres and postgres.js over TLS with SCRAM, verifying the CA",
       assertEquals((await client.query("whoami")).rows, [{ whoami: "alice/db/tcp/tls" }]);
     } finally {
       await client.end();
+    }
+    // node-postgres with SCRAM-SHA-256-PLUS.
+    const bound = new pg.Client({
+      host: "localhost",
+      port: 12842,
+      user: "alice",
+      password: PASSWORD,
+      database: "db",
+      ssl: { ca, rejectUnauthorized: true },
+      enableChannelBinding: true,
+    });
+    await bound.connect();
+    try {
+      assertEquals((await bound.query("whoami")).rows, [{ whoami: "alice/db/tcp/tls" }]);
+    } finally {
+      await bound.end();
     }
     const sql = postgres({
       host: "localhost",

@@ -20,6 +20,7 @@ import {
   readExact,
   readStartupPacket,
   SCRAM_SHA_256,
+  SCRAM_SHA_256_PLUS,
   ScramServer,
   type ScramVerifier,
   SSL_ACCEPTED,
@@ -597,19 +598,26 @@ class StartupSession {
 
   /** Runs a SCRAM-SHA-256 exchange; throws 28P01 when the proof is wrong. */
   async #scram(user: string, verifier: ScramVerifier | undefined): Promise<void> {
-    this.#out.authenticationSasl([SCRAM_SHA_256]);
+    // Over TLS, SCRAM-SHA-256-PLUS binds the proof to this connection (tls-server-end-point),
+    // as Postgres offers it: libpq uses it by default and `channel_binding=require` insists.
+    const endPoint = this.#tlsOn ? this.#tls?.endPoint : undefined;
+    this.#out.authenticationSasl(
+      endPoint === undefined ? [SCRAM_SHA_256] : [SCRAM_SHA_256_PLUS, SCRAM_SHA_256],
+    );
     await this.#flush();
     const initial = new PayloadReader(
       await this.#readPasswordMessage("SASLInitialResponse"),
       "SASLInitialResponse",
     );
     const mechanism = initial.cstring();
-    if (mechanism !== SCRAM_SHA_256) {
+    const plus = mechanism === SCRAM_SHA_256_PLUS && endPoint !== undefined;
+    if (mechanism !== SCRAM_SHA_256 && !plus) {
       throw fatal(
         SqlState.protocolViolation,
         `client selected an invalid SASL authentication mechanism: '${mechanism.slice(0, 40)}'`,
-        mechanism === `${SCRAM_SHA_256}-PLUS`
-          ? "channel binding is not supported: connect with channel_binding=disable or prefer"
+        mechanism === SCRAM_SHA_256_PLUS
+          ? "channel binding needs TLS (and a certificate signed with a hash): connect with " +
+            "sslmode=require, or with channel_binding=disable or prefer"
           : `the server offers only ${SCRAM_SHA_256}`,
       );
     }
@@ -621,7 +629,7 @@ class StartupSession {
         "SASLInitialResponse carries no client-first-message",
       );
     }
-    const scram = new ScramServer(verifier, { username: user });
+    const scram = new ScramServer(verifier, { username: user, channelBinding: endPoint, plus });
     this.#out.authenticationSaslContinue(await scram.serverFirstMessage(data));
     await this.#flush();
     const final = await this.#readPasswordMessage("SASLResponse");

@@ -37,7 +37,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
 import { Duplex } from "node:stream";
 import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
 
@@ -61,6 +61,67 @@ export interface LoadedFrontendTls extends FrontendTls {
   readonly notAfter: Date;
   /** The TLS configuration built from the files. */
   readonly secureContext: SecureContext;
+  /**
+   * Channel binding data of type `tls-server-end-point` (RFC 5929): the hash of the certificate,
+   * for SCRAM-SHA-256-PLUS. Undefined when its signature algorithm names no hash (RSASSA-PSS,
+   * EdDSA): then channel binding is not offered.
+   */
+  readonly endPoint: Uint8Array | undefined;
+}
+
+/**
+ * Hashes of certificate signature algorithms, by the algorithm's OID (DER content bytes, hex).
+ * RFC 5929: MD5 and SHA-1 are replaced by SHA-256.
+ */
+const SIGNATURE_HASHES: Record<string, string> = {
+  "2a864886f70d010104": "sha256", // md5WithRSAEncryption
+  "2a864886f70d010105": "sha256", // sha1WithRSAEncryption
+  "2a864886f70d01010e": "sha224", // sha224WithRSAEncryption
+  "2a864886f70d01010b": "sha256", // sha256WithRSAEncryption
+  "2a864886f70d01010c": "sha384", // sha384WithRSAEncryption
+  "2a864886f70d01010d": "sha512", // sha512WithRSAEncryption
+  "2a8648ce3d0401": "sha256", // ecdsa-with-SHA1
+  "2a8648ce3d040301": "sha224", // ecdsa-with-SHA224
+  "2a8648ce3d040302": "sha256", // ecdsa-with-SHA256
+  "2a8648ce3d040303": "sha384", // ecdsa-with-SHA384
+  "2a8648ce3d040304": "sha512", // ecdsa-with-SHA512
+};
+
+/** A DER element at `at`: where its content starts and ends. Throws on a truncated one. */
+function derElement(der: Uint8Array, at: number): { tag: number; start: number; end: number } {
+  const tag = der[at]!;
+  let len = der[at + 1]!;
+  let start = at + 2;
+  if (len >= 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4) throw new Error("unsupported DER length");
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + der[start + i]!;
+    start += n;
+  }
+  if (start + len > der.length) throw new Error("truncated DER element");
+  return { tag, start, end: start + len };
+}
+
+/**
+ * The `tls-server-end-point` channel binding data of a DER certificate: its hash with the hash
+ * function of its signature algorithm (SHA-256 for MD5 and SHA-1), or undefined when that
+ * algorithm names none.
+ */
+export function tlsServerEndPoint(der: Uint8Array): Uint8Array | undefined {
+  try {
+    const cert = derElement(der, 0); // Certificate ::= SEQUENCE {
+    const tbs = derElement(der, cert.start); //   tbsCertificate,
+    const alg = derElement(der, tbs.end); //   signatureAlgorithm SEQUENCE { algorithm OID, ... }
+    const oid = derElement(der, alg.start);
+    if (cert.tag !== 0x30 || alg.tag !== 0x30 || oid.tag !== 0x06) return undefined;
+    const hex = Array.from(der.subarray(oid.start, oid.end), (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+    const hash = SIGNATURE_HASHES[hex];
+    return hash === undefined ? undefined : new Uint8Array(createHash(hash).update(der).digest());
+  } catch {
+    return undefined;
+  }
 }
 
 function readPem(path: string, what: string): string {
@@ -135,6 +196,7 @@ export function loadFrontendTls(config: FrontendTls): LoadedFrontendTls {
     subjectAltName: x509.subjectAltName,
     notAfter: new Date(x509.validTo),
     secureContext: createSecureContext({ cert, key }),
+    endPoint: tlsServerEndPoint(new Uint8Array(x509.raw)),
   };
 }
 

@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import { MessageWriter } from "../wire/mod.ts";
 import { acceptFrontend } from "./accept.ts";
-import { loadFrontendTls, TlsServerConn } from "./tls.ts";
+import { loadFrontendTls, TlsServerConn, tlsServerEndPoint } from "./tls.ts";
 import { makeTestCerts, type TestCerts } from "./test_server.ts";
 
 const certs: TestCerts = await makeTestCerts();
@@ -18,6 +18,64 @@ Deno.test("loadFrontendTls reads and checks the files once", () => {
   assert(loaded.subjectAltName?.includes("DNS:localhost"), loaded.subjectAltName);
   assert(loaded.notAfter.getTime() > Date.now());
   assert(loadFrontendTls(loaded) === loaded, "a loaded configuration is returned as is");
+});
+
+/** A self-signed certificate made by openssl with `args` (its key type and digest), as DER. */
+async function selfSigned(args: string[]): Promise<Uint8Array> {
+  const dir = certs.dir;
+  const run = async (a: string[]) => {
+    const out = await new Deno.Command("openssl", { args: a, cwd: dir, stderr: "piped" }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+  };
+  await run([
+    "req",
+    "-x509",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=cb",
+    ...args,
+    "-keyout",
+    "cb.key",
+    "-out",
+    "cb.pem",
+  ]);
+  await run(["x509", "-in", "cb.pem", "-outform", "DER", "-out", "cb.der"]);
+  return await Deno.readFile(`${dir}/cb.der`);
+}
+
+async function digest(alg: string, der: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest(alg, der as Uint8Array<ArrayBuffer>));
+}
+
+Deno.test("tlsServerEndPoint hashes the certificate with its signature's hash (RFC 5929)", async () => {
+  // RSA with SHA-256 (the test certificates), ECDSA with SHA-384, RSA with SHA-512.
+  const loaded = loadFrontendTls({ certFile: certs.certFile, keyFile: certs.keyFile });
+  const rsa256 = await selfSigned(["-newkey", "rsa:2048", "-sha256"]);
+  assertEquals(tlsServerEndPoint(rsa256), await digest("SHA-256", rsa256));
+  const pem = Deno.readTextFileSync(certs.certFile).split("-----END CERTIFICATE-----")[0]!;
+  const der = Uint8Array.from(
+    atob(pem.replace(/-----BEGIN CERTIFICATE-----|\s/g, "")),
+    (c) => c.charCodeAt(0),
+  );
+  assertEquals(loaded.endPoint, await digest("SHA-256", der));
+  const ec384 = await selfSigned([
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-384",
+    "-sha384",
+  ]);
+  assertEquals(tlsServerEndPoint(ec384), await digest("SHA-384", ec384));
+  const rsa512 = await selfSigned(["-newkey", "rsa:2048", "-sha512"]);
+  assertEquals(tlsServerEndPoint(rsa512), await digest("SHA-512", rsa512));
+  // SHA-1 is replaced by SHA-256.
+  const rsa1 = await selfSigned(["-newkey", "rsa:2048", "-sha1"]);
+  assertEquals(tlsServerEndPoint(rsa1), await digest("SHA-256", rsa1));
+  // Ed25519 names no hash: no channel binding. Garbage is no certificate.
+  assertEquals(tlsServerEndPoint(await selfSigned(["-newkey", "ed25519"])), undefined);
+  assertEquals(tlsServerEndPoint(new Uint8Array([0x30, 0x82, 0xff])), undefined);
 });
 
 Deno.test("loadFrontendTls fails with the file and the reason", () => {

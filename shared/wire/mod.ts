@@ -62,11 +62,13 @@ export {
   saslPrep,
   SCRAM_SALT_LENGTH,
   SCRAM_SHA_256,
+  SCRAM_SHA_256_PLUS,
   ScramClient,
   type ScramClientOptions,
   ScramServer,
   type ScramServerOptions,
   type ScramVerifier,
+  TLS_SERVER_END_POINT,
   toBase64,
 } from "./scram.ts";
 export { md5PasswordResponse, md5SaltedResponse, md5StoredPassword } from "./md5.ts";

@@ -15,6 +15,12 @@ import { SqlState, TesseraError } from "../errors/mod.ts";
 /** The SASL mechanism name. */
 export const SCRAM_SHA_256 = "SCRAM-SHA-256";
 
+/** The SASL mechanism with channel binding (`tls-server-end-point`, over TLS). */
+export const SCRAM_SHA_256_PLUS = "SCRAM-SHA-256-PLUS";
+
+/** The channel binding type Postgres and Tessera use (RFC 5929). */
+export const TLS_SERVER_END_POINT = "tls-server-end-point";
+
 /** Iteration count of new verifiers, as Postgres's default (`scram_iterations`). */
 export const DEFAULT_SCRAM_ITERATIONS = 4096;
 
@@ -58,6 +64,15 @@ function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
   let diff = 0;
   for (let i = 0; i < a.byteLength; i++) diff |= a[i]! ^ b[i]!;
   return diff === 0;
+}
+
+/** `a` followed by `b` (when given). */
+function concatBytes(a: Uint8Array, b: Uint8Array | undefined): Uint8Array {
+  if (b === undefined || b.byteLength === 0) return a;
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a);
+  out.set(b, a.byteLength);
+  return out;
 }
 
 function randomNonce(): string {
@@ -309,6 +324,11 @@ export interface ScramClientOptions {
   username?: string;
   /** Client nonce; random when not given (tests pass the RFC's). */
   nonce?: string;
+  /**
+   * `tls-server-end-point` channel binding data (the hash of the server's certificate): the
+   * exchange is then SCRAM-SHA-256-PLUS and binds the proof to this TLS connection.
+   */
+  channelBinding?: Uint8Array;
 }
 
 /**
@@ -325,6 +345,8 @@ export interface ScramClientOptions {
 export class ScramClient {
   #password: string;
   #nonce: string;
+  #gs2Header: string;
+  #channelBinding: Uint8Array | undefined;
   #clientFirstBare: string;
   #expectedServerSignature: Uint8Array | null = null;
   #done = false;
@@ -337,11 +359,16 @@ export class ScramClient {
       throw new RangeError("SCRAM nonce must be printable ASCII without ','");
     }
     this.#clientFirstBare = `n=${saslName(options.username ?? "")},r=${this.#nonce}`;
+    this.#channelBinding = options.channelBinding;
+    this.#gs2Header = options.channelBinding === undefined ? "n,," : `p=${TLS_SERVER_END_POINT},,`;
   }
 
-  /** The client-first-message, sent in SASLInitialResponse: `n,,n=<user>,r=<nonce>`. */
+  /**
+   * The client-first-message, sent in SASLInitialResponse: `n,,n=<user>,r=<nonce>` (with
+   * channel binding `p=tls-server-end-point,,n=<user>,r=<nonce>`).
+   */
   clientFirstMessage(): string {
-    return `n,,${this.#clientFirstBare}`;
+    return `${this.#gs2Header}${this.#clientFirstBare}`;
   }
 
   /**
@@ -368,7 +395,8 @@ export class ScramClient {
     if (!/^\d+$/.test(iterText) || !Number.isSafeInteger(iterations) || iterations < 1) {
       throw malformed(`${what}: invalid iteration count '${iterText.slice(0, 20)}'`);
     }
-    const withoutProof = `c=biws,r=${nonce}`;
+    const binding = toBase64(concatBytes(encoder.encode(this.#gs2Header), this.#channelBinding));
+    const withoutProof = `c=${binding},r=${nonce}`;
     const authMessage = `${this.#clientFirstBare},${text},${withoutProof}`;
     const salted = await saltedPassword(this.#password, salt, iterations);
     const clientKey = await hmac(salted, "Client Key");
@@ -431,6 +459,14 @@ export interface ScramServerOptions {
    * not given.
    */
   mockSecret?: Uint8Array;
+  /**
+   * The `tls-server-end-point` channel binding data of this connection, when it is TLS and the
+   * server offered SCRAM-SHA-256-PLUS: a client that could bind but thinks the server cannot
+   * (flag `y`) is refused, as a downgrade.
+   */
+  channelBinding?: Uint8Array | undefined;
+  /** Whether the client chose SCRAM-SHA-256-PLUS (needs `channelBinding`). */
+  plus?: boolean;
 }
 
 /**
@@ -456,6 +492,9 @@ export class ScramServer {
   #gs2Header = "";
   #nonce = "";
   #done = false;
+  #offered: Uint8Array | undefined;
+  #plus: boolean;
+  #bound: Uint8Array | undefined;
 
   /** Prepares to verify a client against `verifier` (a parsed verifier or its text form). */
   constructor(verifier: ScramVerifier | string | undefined, options: ScramServerOptions = {}) {
@@ -466,6 +505,11 @@ export class ScramServer {
       throw new RangeError("SCRAM nonce must be printable ASCII without ','");
     }
     this.#mockSecret = options.mockSecret ?? PROCESS_MOCK_SECRET;
+    this.#offered = options.channelBinding;
+    this.#plus = options.plus === true;
+    if (this.#plus && this.#offered === undefined) {
+      throw new RangeError("SCRAM-SHA-256-PLUS needs the connection's channel binding data");
+    }
   }
 
   /**
@@ -483,18 +527,28 @@ export class ScramServer {
     if (second === -1) throw malformed(`${what}: missing GS2 header`);
     const flag = text.slice(0, first);
     const authzid = text.slice(first + 1, second);
-    if (flag.startsWith("p=")) {
+    if (this.#plus) {
+      if (!flag.startsWith("p=")) {
+        throw malformed(`${what}: ${SCRAM_SHA_256_PLUS} was selected without channel binding data`);
+      }
+      if (flag.slice(2) !== TLS_SERVER_END_POINT) {
+        throw malformed(`${what}: unsupported SCRAM channel-binding type '${flag.slice(2, 40)}'`);
+      }
+      this.#bound = this.#offered;
+    } else if (flag.startsWith("p=")) {
+      throw malformed(
+        `${what}: ${SCRAM_SHA_256} was selected, but the message asks for channel binding`,
+      );
+    } else if (flag === "y" && this.#offered !== undefined) {
       throw new TesseraError(
         SqlState.protocolViolation,
-        "SCRAM channel binding is not supported: the client asked for " +
-          `'${flag.slice(2, 40)}' channel binding`,
+        "SCRAM channel binding negotiation error",
         {
-          hint:
-            "connect with channel_binding=disable (or prefer), or use SCRAM-SHA-256 without -PLUS",
+          detail: "The client supports SCRAM channel binding but thinks the server does not. " +
+            "However, this server does support channel binding.",
         },
       );
-    }
-    if (flag !== "n" && flag !== "y") {
+    } else if (flag !== "n" && flag !== "y") {
       throw malformed(`${what}: unexpected channel binding flag '${flag.slice(0, 10)}'`);
     }
     if (authzid !== "") {
@@ -538,7 +592,12 @@ export class ScramServer {
     const attrs = attributes(withoutProof, what);
     const binding = expectAttr(attrs, 0, "c", what);
     const nonce = expectAttr(attrs, 1, "r", what);
-    if (fromBase64(binding) === null || asText(fromBase64(binding)!) !== this.#gs2Header) {
+    const sent = fromBase64(binding);
+    const expected = concatBytes(encoder.encode(this.#gs2Header), this.#bound);
+    if (sent === null || !timingSafeEqual(sent, expected)) {
+      if (this.#bound !== undefined) {
+        throw new TesseraError(SqlState.protocolViolation, "SCRAM channel binding check failed");
+      }
       throw malformed(`${what}: channel binding data does not match the GS2 header`);
     }
     if (nonce !== this.#nonce) throw malformed(`${what}: nonce does not match`);

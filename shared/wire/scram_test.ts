@@ -104,15 +104,70 @@ Deno.test("an unknown user runs the exchange with a stable mock salt and fails w
   assert(!otherFirst.includes(`s=${salts[0]},`), "different users get different mock salts");
 });
 
-Deno.test("ScramServer rejects channel binding (p=) with a clear 08P01", async () => {
+Deno.test("ScramServer refuses channel binding it was not asked to do (p= without -PLUS)", async () => {
   const server = new ScramServer(await rfcVerifier());
   const err = await assertRejects(
     () => server.serverFirstMessage("p=tls-server-end-point,,n=,r=abc"),
     TesseraError,
-    "channel binding is not supported",
+    "malformed SCRAM message",
   );
   assertEquals(err.code, "08P01");
-  assert(err.hint !== undefined);
+  assert(err.detail?.includes("asks for channel binding"), err.detail);
+});
+
+Deno.test("SCRAM-SHA-256-PLUS: the proof is bound to the connection's channel binding data", async () => {
+  const verifier = await rfcVerifier();
+  const endPoint = crypto.getRandomValues(new Uint8Array(32));
+  // The same data on both sides: accepted, and the client-final carries it.
+  const client = new ScramClient(RFC.password, { channelBinding: endPoint });
+  const server = new ScramServer(verifier, { channelBinding: endPoint, plus: true });
+  const first = client.clientFirstMessage();
+  assert(first.startsWith("p=tls-server-end-point,,n=,r="), first);
+  const final = await client.clientFinalMessage(await server.serverFirstMessage(first));
+  const c = fromBase64(final.slice(2, final.indexOf(",")))!;
+  assertEquals(c.subarray(c.length - 32), endPoint);
+  client.verifyServerFinal(await server.serverFinalMessage(final));
+  assert(client.verified);
+
+  // Other data (another certificate: a man in the middle) fails the check.
+  const other = new ScramClient(RFC.password, { channelBinding: new Uint8Array(32) });
+  const server2 = new ScramServer(verifier, { channelBinding: endPoint, plus: true });
+  const final2 = await other.clientFinalMessage(
+    await server2.serverFirstMessage(other.clientFirstMessage()),
+  );
+  const err = await assertRejects(
+    () => server2.serverFinalMessage(final2),
+    TesseraError,
+    "SCRAM channel binding check failed",
+  );
+  assertEquals(err.code, "08P01");
+
+  // -PLUS chosen, but no binding asked in the message; an unknown binding type.
+  for (const msg of ["n,,n=,r=abc", "y,,n=,r=abc", "p=tls-unique,,n=,r=abc"]) {
+    const s = new ScramServer(verifier, { channelBinding: endPoint, plus: true });
+    await assertRejects(() => s.serverFirstMessage(msg), TesseraError, "malformed SCRAM message");
+  }
+  assertThrows(() => new ScramServer(verifier, { plus: true }), RangeError);
+});
+
+Deno.test("SCRAM-SHA-256 with flag y where the server offered -PLUS is a downgrade, refused", async () => {
+  const verifier = await rfcVerifier();
+  const endPoint = new Uint8Array(32);
+  const s = new ScramServer(verifier, { channelBinding: endPoint });
+  const err = await assertRejects(
+    () => s.serverFirstMessage("y,,n=,r=abc"),
+    TesseraError,
+    "SCRAM channel binding negotiation error",
+  );
+  assertEquals(err.code, "08P01");
+  // Flag y where nothing was offered (plaintext), and flag n over TLS, are fine.
+  await new ScramServer(verifier).serverFirstMessage("y,,n=,r=abc");
+  const plain = new ScramClient(RFC.password);
+  const overTls = new ScramServer(verifier, { channelBinding: endPoint });
+  const final = await plain.clientFinalMessage(
+    await overTls.serverFirstMessage(plain.clientFirstMessage()),
+  );
+  plain.verifyServerFinal(await overTls.serverFinalMessage(final));
 });
 
 async function hmacSha256(
