@@ -205,6 +205,11 @@ export interface PoolerServer {
 const CANCEL_REQUEST_CODE = 80877102;
 /** A worker asking another for its stats, on the cancel socket (not a Postgres code). */
 const WORKER_STATS_CODE = 0x54657373;
+/**
+ * A worker telling another to close its idle backends to some databases (JSON list of names
+ * after the 8-byte header), on the cancel socket (not a Postgres code).
+ */
+const WORKER_RELEASE_CODE = 0x54657374;
 
 async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   const out = new Uint8Array(n);
@@ -613,6 +618,13 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         await this.#cancel(rest.getInt32(0), rest.getInt32(4));
       } else if (code === WORKER_STATS_CODE && len === 8) {
         await writeAll(conn, new TextEncoder().encode(JSON.stringify(this.stats())));
+      } else if (code === WORKER_RELEASE_CODE && len > 8 && len <= 65536) {
+        const names: unknown = JSON.parse(
+          new TextDecoder().decode(await readExactly(conn, len - 8)),
+        );
+        if (Array.isArray(names) && names.every((n) => typeof n === "string")) {
+          this.#closeIdleOf(names);
+        }
       }
     } catch (err) {
       if (!this.#stopping) this.log.warn("a worker's request failed", { error: err });
@@ -766,6 +778,58 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       this.#pools.set(key, pool);
     }
     return pool;
+  }
+
+  /**
+   * Closes the idle backends to `names` here and in the other workers: a statement that needs
+   * those databases free of connections (DROP DATABASE...) is about to reach Postgres, which
+   * waits up to 5 seconds for other connections to end.
+   */
+  releaseDatabases(names: string[]): void {
+    this.#closeIdleOf(names);
+    const w = this.#worker;
+    if (w === undefined) return;
+    const body = new TextEncoder().encode(JSON.stringify(names));
+    const msg = new Uint8Array(8 + body.length);
+    new DataView(msg.buffer).setInt32(0, msg.length);
+    new DataView(msg.buffer).setInt32(4, WORKER_RELEASE_CODE);
+    msg.set(body, 8);
+    for (let i = 0; i < w.count; i++) {
+      if (i === w.index) continue;
+      const path = workerCancelSocket(w.dir, i);
+      this.#track((async () => {
+        let conn: Deno.Conn | undefined;
+        try {
+          conn = await this.#options.fastNet!.connect({ path });
+          await writeAll(conn, msg);
+        } catch (err) {
+          this.log.warn("could not ask a worker to close its idle backends", {
+            worker: i,
+            error: err,
+          });
+        } finally {
+          try {
+            conn?.close();
+          } catch {
+            // already closed
+          }
+        }
+      })());
+    }
+  }
+
+  #closeIdleOf(names: string[]): void {
+    for (const pool of this.#pools.values()) {
+      if (!names.includes(pool.database)) continue;
+      const n = pool.closeIdle();
+      if (n > 0) {
+        this.log.info("closed idle backends: a statement needs their database free", {
+          database: pool.database,
+          user: pool.user,
+          closed: n,
+        });
+      }
+    }
   }
 
   /** Forwards a cancel for session `pid`; settles once Postgres has handled it. */

@@ -4,6 +4,7 @@
  * client while another keeps working, COPY in both directions, shutdown.
  */
 import pg from "pg";
+import postgres from "postgres";
 import { type PoolerServer, startPooler } from "../pooler/mod.ts";
 import { TesseraError } from "../shared/errors/mod.ts";
 import {
@@ -264,6 +265,58 @@ Deno.test({
       await pooler?.shutdown();
       await db.cleanup();
     }
+  },
+});
+
+Deno.test({
+  name: "pooler: DROP, CREATE ... TEMPLATE and ALTER ... RENAME DATABASE close its idle backends " +
+    "to that database first",
+  ...opts,
+  async fn() {
+    await withPooler(async (pooler) => {
+      const at = (database: string) => ({
+        host: "127.0.0.1",
+        port: POOLER_PORT,
+        user: "postgres",
+        database,
+      });
+      const admin = await PgClient.connect(at("postgres"));
+      try {
+        for (const d of ["dropme", "tmpl", "renameme"]) await admin.query(`create database ${d}`);
+        // Each leaves an idle backend in the pool for its database; the tmpl client stays.
+        for (const d of ["dropme", "renameme"]) {
+          const c = await PgClient.connect(at(d));
+          await c.query("select 1");
+          await c.close();
+        }
+        const stays = await PgClient.connect(at("tmpl"));
+        await stays.query("select 1");
+        const idleOf = (d: string) => pooler.stats().pools.find((p) => p.database === d)?.idle ?? 0;
+        assertEquals([idleOf("dropme"), idleOf("tmpl"), idleOf("renameme")], [1, 1, 1]);
+
+        // Without the pooler's help each would wait 5 s for those backends, then fail (55006).
+        await admin.query("create database copied template tmpl");
+        await admin.query("alter database renameme rename to renamed");
+        // In the extended protocol too (postgres.js sends every statement that way).
+        const sql = postgres({ ...at("postgres"), port: POOLER_PORT, max: 1, fetch_types: false });
+        try {
+          await sql.unsafe("DROP DATABASE IF EXISTS dropme");
+        } finally {
+          await sql.end();
+        }
+        const [r] = await admin.query(
+          "select string_agg(datname, ',' order by datname) from pg_database " +
+            "where datname in ('dropme', 'tmpl', 'renameme', 'renamed', 'copied')",
+        );
+        assertEquals(r!.rows[0]![0], "copied,renamed,tmpl");
+        // The client of the template goes on, on a new backend.
+        const [again] = await stays.query("select current_database()");
+        assertEquals(again!.rows[0]![0], "tmpl");
+        await stays.close();
+      } finally {
+        await admin.close();
+      }
+    });
   },
 });
 

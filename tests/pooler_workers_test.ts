@@ -2,7 +2,8 @@
  * End to end: the pooler as several worker processes (`--workers`), against a real Postgres.
  * Two workers in this process show that worker 0 hands client connections to the other in turn
  * (as sockets passed over a Unix socket), that a cancel request that reaches the wrong worker
- * still stops the right query (and only it), and that stats add up. Then `deno task pooler
+ * still stops the right query (and only it), that stats add up, and that DROP DATABASE through
+ * one worker closes the other's idle backends to it. Then `deno task pooler
  * --workers 2` as users run it: connections spread over both processes, Postgres never sees more
  * backends than `--pool-size`, cancels work from any connection, a killed worker is started
  * again, a shutdown stops every process, and TLS and SCRAM work on every worker.
@@ -115,6 +116,16 @@ Deno.test({
       assertEquals(servers[0]!.stats().cancelRequests, { received: 1, forwarded: 0, dequeued: 0 });
       assertEquals(servers[1]!.stats().cancelRequests, { received: 2, forwarded: 1, dequeued: 0 });
       assertEquals(all.cancelRequests, { received: 3, forwarded: 1, dequeued: 0 });
+
+      // DROP DATABASE through worker 0 while worker 1 keeps an idle backend to it: worker 0
+      // asks worker 1 to close it, and Postgres does not wait for it (or fail with 55006).
+      await onA.query("create database wdb");
+      const onWdb = await PgClient.connect({ ...target(POOLER_B), database: "wdb" });
+      await onWdb.query("select 1");
+      await onWdb.close();
+      assertEquals(servers[1]!.stats().pools.find((p) => p.database === "wdb")?.idle, 1);
+      await onA.query("drop database wdb");
+      assertEquals(servers[1]!.stats().pools.find((p) => p.database === "wdb")?.idle, 0);
     } finally {
       for (const c of clients) await c.close().catch(() => {});
       for (const s of servers) await s.shutdown();

@@ -440,6 +440,16 @@ export class Pool {
     for (let n = s.minPoolSize - total(); n > 0; n--) this.#open();
   }
 
+  /**
+   * Closes the idle backends now (a statement that needs their database free of connections is
+   * about to run: DROP DATABASE...); returns how many. Lent ones are left to their sessions.
+   */
+  closeIdle(): number {
+    const idle = this.#idle.splice(0);
+    for (const b of idle) b.close();
+    return idle.length;
+  }
+
   #healthCheck(b: BackendConn): void {
     this.#checking.add(b);
     const done = (ok: boolean) => {

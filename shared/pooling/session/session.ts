@@ -59,6 +59,7 @@ import {
 } from "./settings.ts";
 import {
   findCustomSettingNames,
+  findExclusiveDatabases,
   findSqlPrepareOps,
   PIN_TRIGGERS,
   rewriteBackendPid,
@@ -80,6 +81,11 @@ export interface SessionHost {
   cancelBackend(backend: BackendConn, stillWanted?: () => boolean): void;
   /** Called when a transaction failed because its connection was lost in the middle. */
   transactionLost?(session: Session): void;
+  /**
+   * Closes the idle backends connected to these databases: a statement that needs them free of
+   * other connections (DROP DATABASE, a CREATE DATABASE template...) is about to run.
+   */
+  releaseDatabases?(names: string[]): void;
   /**
    * Whether a plain BEGIN outside a transaction is answered at once and sent with the
    * transaction's first statement (see `begin.ts`); default true.
@@ -1415,6 +1421,7 @@ export class Session implements BackendOwner {
     }
     const flags = scanSql(buf, msg.start + 5, last);
     this.#triggers |= flags;
+    if ((flags & Trigger.databaseDdl) !== 0) this.#releaseDatabases(buf, msg.start + 5, last);
     const begin = this.#deferredBegin;
     if (begin !== null) {
       // A text that starts with a word holds a statement (an empty one must not get BEGIN's
@@ -1555,6 +1562,11 @@ export class Session implements BackendOwner {
     return { text: concat(...parts), plan };
   }
 
+  #releaseDatabases(buf: Uint8Array, start: number, end: number): void {
+    const names = findExclusiveDatabases(buf, start, end);
+    if (names.length > 0) this.#host.releaseDatabases?.(names);
+  }
+
   #noteSettingNames(p: Uint8Array, start: number, end: number): void {
     for (const name of findCustomSettingNames(p, start, end)) {
       (this.#customNames ??= new Set()).add(name);
@@ -1573,6 +1585,7 @@ export class Session implements BackendOwner {
     if ((flags & (Trigger.setStatement | Trigger.settings)) !== 0) {
       this.#noteSettingNames(p, nameEnd + 1, textEnd);
     }
+    if ((flags & Trigger.databaseDdl) !== 0) this.#releaseDatabases(p, nameEnd + 1, textEnd);
     let payload = p;
     if ((flags & Trigger.backendPid) !== 0) {
       const text = rewriteBackendPid(p, nameEnd + 1, textEnd, this.pid);

@@ -34,6 +34,11 @@ export const Trigger = {
   multi: 256,
   /** A statement starts with SET or RESET. */
   setStatement: 512,
+  /**
+   * DROP DATABASE, CREATE DATABASE or ALTER DATABASE: statements that fail while other
+   * connections use the database they name (see {@linkcode findExclusiveDatabases}).
+   */
+  databaseDdl: 1024,
 } as const;
 
 /** Any trigger that calls for checking pinned state at the end of the transaction. */
@@ -81,6 +86,13 @@ const KW_LOCAL = 25;
 const KW_TRANSACTION = 26;
 const KW_DO = 27;
 const KW_CALL = 28;
+const KW_DATABASE = 29;
+const KW_ALTER = 30;
+const KW_TEMPLATE = 31;
+const KW_IF = 32;
+const KW_EXISTS = 33;
+const KW_RENAME = 34;
+const KW_TABLESPACE = 35;
 
 const KEYWORDS: Record<string, number> = {
   create: KW_CREATE,
@@ -117,6 +129,13 @@ const KEYWORDS: Record<string, number> = {
   transaction: KW_TRANSACTION,
   do: KW_DO,
   call: KW_CALL,
+  database: KW_DATABASE,
+  alter: KW_ALTER,
+  template: KW_TEMPLATE,
+  if: KW_IF,
+  exists: KW_EXISTS,
+  rename: KW_RENAME,
+  tablespace: KW_TABLESPACE,
 };
 
 /** Keywords by length: [bytes, code] pairs, so a token is matched without building a string. */
@@ -425,8 +444,10 @@ export function scanSqlTokens(buf: Uint8Array, start = 0, end = buf.length): num
   // is two-phase commit, not a named statement (one named "transaction" is followed by AS or
   // a parenthesis, never a string).
   let prepare = 0;
+  let words = 0; // tokens of the current statement so far
   for (;;) {
     const tok = lx.next();
+    const second = ++words === 2;
     if (prepare !== 0) {
       if (prepare === 1 && tok === Tok.ident && lx.keyword === KW_TRANSACTION) prepare = 2;
       else {
@@ -438,6 +459,7 @@ export function scanSqlTokens(buf: Uint8Array, start = 0, end = buf.length): num
     if (tok === Tok.semicolon) {
       first = 0;
       prev = 0;
+      words = 0;
       continue;
     }
     if (first === 0 && tok !== Tok.lparen) {
@@ -478,6 +500,10 @@ export function scanSqlTokens(buf: Uint8Array, start = 0, end = buf.length): num
       prev = 0;
       continue;
     }
+    if (
+      lx.keyword === KW_DATABASE && second &&
+      (first === KW_DROP || first === KW_CREATE || first === KW_ALTER)
+    ) flags |= Trigger.databaseDdl;
     switch (lx.keyword) {
       case KW_TEMP:
         if (first === KW_CREATE || prev === KW_INTO) flags |= Trigger.temp;
@@ -598,6 +624,68 @@ function identName(buf: Uint8Array, kind: number, start: number, end: number): s
   let s = decoder.decode(buf.subarray(start, end));
   if (/[A-Z]/.test(s)) s = s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
   return s;
+}
+
+/**
+ * Databases that statements of the SQL bytes need free of other connections: the one DROP
+ * DATABASE drops, the one ALTER DATABASE renames or moves to another tablespace, and the
+ * template CREATE DATABASE copies (`template0` excepted: no one connects to it). Postgres waits
+ * up to 5 seconds for such connections to end, then fails with 55006; the pooler closes its idle
+ * ones first.
+ */
+export function findExclusiveDatabases(buf: Uint8Array, start = 0, end = buf.length): string[] {
+  const lx = new SqlLexer(buf, start, end);
+  const names: string[] = [];
+  const name = (tok: number): string | null =>
+    tok === Tok.ident || tok === Tok.quotedIdent ? identName(buf, tok, lx.start, lx.end) : null;
+  // The keyword of the token just read (a function: each next() changes it).
+  const keyword = (tok: number): number => tok === Tok.ident ? lx.keyword : 0;
+  let atStart = true;
+  for (;;) {
+    const tok = lx.next();
+    if (tok === Tok.eof) break;
+    if (tok === Tok.semicolon) {
+      atStart = true;
+      continue;
+    }
+    if (!atStart) continue;
+    atStart = false;
+    const verb = keyword(tok);
+    if (verb !== KW_DROP && verb !== KW_CREATE && verb !== KW_ALTER) continue;
+    if (keyword(lx.next()) !== KW_DATABASE) continue;
+    let t = lx.next();
+    if (verb === KW_DROP && keyword(t) === KW_IF) {
+      if (keyword(lx.next()) !== KW_EXISTS) continue;
+      t = lx.next();
+    }
+    const db = name(t);
+    if (db === null) continue;
+    if (verb === KW_DROP) {
+      names.push(db);
+      continue;
+    }
+    // The rest of the statement: ALTER's RENAME or SET TABLESPACE, CREATE's TEMPLATE [=] name.
+    let prevKw = 0;
+    for (;;) {
+      t = lx.next();
+      if (t === Tok.eof || t === Tok.semicolon) {
+        atStart = true;
+        break;
+      }
+      const kw = keyword(t);
+      if (verb === KW_ALTER && (kw === KW_RENAME || (kw === KW_TABLESPACE && prevKw === KW_SET))) {
+        names.push(db);
+      } else if (verb === KW_CREATE && kw === KW_TEMPLATE) {
+        t = lx.next();
+        if (t === Tok.other) t = lx.next(); // TEMPLATE = name
+        const template = t === Tok.string ? stringValue(buf, lx.start, lx.end) : name(t);
+        if (template !== null && template !== "template0") names.push(template);
+      }
+      prevKw = kw;
+    }
+    if (t === Tok.eof) break;
+  }
+  return names;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { assertEquals } from "../../testing/assert.ts";
 import {
   findCustomSettingNames,
+  findExclusiveDatabases,
   findSqlPrepareOps,
   rewriteBackendPid,
   scanSql,
@@ -76,6 +77,28 @@ Deno.test("findCustomSettingNames looks into DO blocks", () => {
     "do language plpgsql 'begin perform pg_catalog.set_config(''app.user'', ''x'', false); end'; " +
     "select 'set_config(''not.this'', 1)'";
   assertEquals(findCustomSettingNames(enc.encode(sql)), ["app.tenant", "app.user"]);
+});
+
+Deno.test("scanSql flags database DDL, and findExclusiveDatabases names what it needs free", () => {
+  assertEquals(scan("DROP DATABASE app_test"), Trigger.databaseDdl | Trigger.unpin);
+  assertEquals(scan("create database x template y"), Trigger.databaseDdl);
+  assertEquals(scan("alter database x rename to y"), Trigger.databaseDdl);
+  assertEquals(scan("drop table database"), Trigger.unpin);
+  assertEquals(scan("select 1 from database"), 0);
+  const find = (sql: string) => findExclusiveDatabases(enc.encode(sql));
+  assertEquals(find("DROP DATABASE App_Test"), ["app_test"]);
+  assertEquals(find('drop database if exists "My DB" with (force)'), ["My DB"]);
+  assertEquals(find("CREATE DATABASE copy WITH TEMPLATE = tmpl OWNER app"), ["tmpl"]);
+  assertEquals(find("create database c template 'Tmpl'; create database d template template0"), [
+    "Tmpl",
+  ]);
+  assertEquals(find("create database plain"), []);
+  assertEquals(find("ALTER DATABASE old RENAME TO new; alter database x set tablespace t"), [
+    "old",
+    "x",
+  ]);
+  assertEquals(find("alter database x set work_mem = '1MB'; alter database y owner to z"), []);
+  assertEquals(find("select 'drop database x'; drop table database"), []);
 });
 
 Deno.test("rewriteBackendPid replaces calls, keeping the column name", () => {
@@ -162,6 +185,8 @@ Deno.test("scanSql's quick look never hides a trigger the full scan finds", () =
     "BEGIN;",
     "end;",
     "select 'temp;' as x",
+    "drop database x",
+    "ALTER DATABASE x RENAME TO y",
     "PREPARE TRANSACTION 'g'",
     "prepare transaction as select 1",
     "do $$ begin end $$",
