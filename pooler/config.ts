@@ -174,7 +174,8 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       flag: "admin-user",
       env: "POOLER_ADMIN_USERS",
       multiple: true,
-      description: "users that may use the reserve, repeatable (default postgres)",
+      description:
+        "users that may use the reserve and open the admin console, repeatable (default postgres)",
     },
     maxClientConn: {
       flag: "max-client-conn",

@@ -35,8 +35,8 @@ function loadTopo(): Promise<typeof import("../shared/topo/mod.ts")> {
   return import("../shared/topo/mod.ts");
 }
 
-/** Version reported in `/status`. */
-export const POOLER_VERSION = "0.1.0";
+export { POOLER_VERSION } from "./version.ts";
+import { POOLER_VERSION } from "./version.ts";
 
 /** How often the pooler re-reads Postgres's role for its topo record. */
 const ROLE_CHECK_MS = 2000;

@@ -10,6 +10,7 @@ import { SqlState, TesseraError } from "../shared/errors/mod.ts";
 import {
   acceptFrontend,
   type FrontendAuth,
+  type FrontendResult,
   type FrontendTls,
   type LoadedFrontendTls,
 } from "../shared/frontend/mod.ts";
@@ -28,6 +29,28 @@ import {
   Session,
   type SessionHost,
 } from "../shared/pooling/mod.ts";
+import { ADMIN_DATABASES, type ClientInfo, serveAdminConsole } from "./admin.ts";
+import { POOLER_VERSION } from "./version.ts";
+
+/** What the admin console shows of a client, from its startup. */
+function clientInfo(res: Extract<FrontendResult, { kind: "startup" }>): ClientInfo {
+  let addr = "";
+  let port = 0;
+  try {
+    const a: Deno.Addr | undefined = res.conn.remoteAddr;
+    if (a?.transport === "tcp") [addr, port] = [a.hostname, a.port];
+    else if (a?.transport === "unix") addr = a.path || "unix socket";
+  } catch {
+    // a gateway's multiplexed channel has no address of its own
+  }
+  return {
+    addr,
+    port,
+    connectedAt: Date.now(),
+    applicationName: res.params["application_name"] ?? "",
+    tls: res.tls,
+  };
+}
 
 /** A TCP address to listen on. */
 export interface ListenAddress {
@@ -744,10 +767,15 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       conn.close();
       return;
     }
+    if (ADMIN_DATABASES.includes(res.database)) {
+      await this.#serveAdmin(res);
+      return;
+    }
     const pool = this.#poolFor(res.user, res.database);
     const pid = this.#allocatePid();
     const secret = crypto.getRandomValues(new Int32Array(1))[0]!;
     const session = new Session(this, pool, res, pid, secret, this.#admins.has(res.user));
+    this.#clientInfo.set(session, clientInfo(res));
     this.#sessions.set(pid, session);
     this.#counters.clientsTotal++;
     try {
@@ -828,6 +856,52 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
           user: pool.user,
           closed: n,
         });
+      }
+    }
+  }
+
+  #clientInfo = new WeakMap<Session, ClientInfo>();
+  #consoles = new Set<Deno.Conn>();
+
+  /** The admin console (`pgbouncer` or `tessera` as the database), for admin users only. */
+  async #serveAdmin(res: Extract<FrontendResult, { kind: "startup" }>): Promise<void> {
+    const conn = res.conn;
+    try {
+      if (!this.#admins.has(res.user)) {
+        const err = new TesseraError(
+          SqlState.invalidAuthorizationSpecification,
+          `user "${res.user}" may not open the admin console`,
+          { severity: "FATAL", hint: "admin users are given with --admin-user" },
+        );
+        await writeAll(conn, new MessageWriter(256).errorResponse(err).view()).catch(() => {});
+        return;
+      }
+      this.#consoles.add(conn);
+      await serveAdminConsole(conn, res.params, this.#allocatePid(), {
+        version: POOLER_VERSION,
+        serverVersion: () => {
+          for (const p of this.#pools.values()) {
+            const v = p.serverParams?.get("server_version");
+            if (v !== undefined) return v;
+          }
+          return undefined;
+        },
+        stats: () => this.allStats(),
+        pools: () => this.#pools.values(),
+        sessions: () =>
+          [...this.#sessions.values()].map((s): [Session, ClientInfo | undefined] => [
+            s,
+            this.#clientInfo.get(s),
+          ]),
+      });
+    } catch (err) {
+      if (!this.#stopping) this.log.debug("admin console connection ended", { error: err });
+    } finally {
+      this.#consoles.delete(conn);
+      try {
+        conn.close();
+      } catch {
+        // already closed
       }
     }
   }
@@ -967,7 +1041,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         // already closed
       }
     }
-    for (const c of this.#handshakes) {
+    for (const c of [...this.#handshakes, ...this.#consoles]) {
       try {
         c.close();
       } catch {

@@ -17,6 +17,7 @@ export {
 export { Pool, type PoolSettings, type PoolStats } from "./pool/pool.ts";
 export {
   PinReason,
+  pinReasons,
   type PoolSource,
   Session,
   type SessionHost,

@@ -440,6 +440,28 @@ export class Pool {
     for (let n = s.minPoolSize - total(); n > 0; n--) this.#open();
   }
 
+  /** Every open backend: lent, idle or being checked (for the admin console). */
+  get backends(): ReadonlySet<BackendConn> {
+    return this.#all;
+  }
+
+  /** Backends being health-checked now. */
+  get checking(): number {
+    return this.#checking.size;
+  }
+
+  /** Whether `b` is being health-checked. */
+  isChecking(b: BackendConn): boolean {
+    return this.#checking.has(b);
+  }
+
+  /** How long the session first in the queue has waited at `now` (ms); 0 when none waits. */
+  oldestWaitMs(now: number): number {
+    let oldest = now;
+    for (const w of this.#waiters) if (w.since < oldest) oldest = w.since;
+    return now - oldest;
+  }
+
   /**
    * Closes the idle backends now (a statement that needs their database free of connections is
    * about to run: DROP DATABASE...); returns how many. Lent ones are left to their sessions.

@@ -471,6 +471,16 @@ export class Session implements BackendOwner {
     return this.#backend !== null;
   }
 
+  /** Whether a query of the session waits in its pool's queue for a backend. */
+  get waiting(): boolean {
+    return this.#resume !== null;
+  }
+
+  /** The pool the session borrows from now (null before its first, on the gateway). */
+  get currentPool(): Pool | null {
+    return this.#pool;
+  }
+
   /** Resolves once the session has ended. */
   get done(): Promise<void> {
     return this.#done ?? Promise.resolve();

@@ -1,0 +1,142 @@
+/**
+ * End to end: the pooler's admin console (database `pgbouncer` or `tessera`) with psql and
+ * node-postgres, against a real Postgres, while clients hold and wait for the pool's two
+ * backends: SHOW POOLS, CLIENTS, SERVERS, STATS and VERSION tell the state as it is; unknown
+ * commands, the extended protocol and non-admin users get clear errors. Ports 12714-12715.
+ */
+import pg from "pg";
+import postgres from "postgres";
+import { type PoolerServer, startPooler } from "../pooler/mod.ts";
+import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
+import { PgClient } from "../shared/wire/mod.ts";
+import { runPsql } from "./support/psql.ts";
+import { startTestPostgres } from "./support/postgres.ts";
+import { fastIo } from "./support/fast_io.ts";
+import { waitFor } from "./support/process.ts";
+
+const PG_PORT = 12714;
+const POOLER_PORT = 12715;
+const CONFIG = { host: "127.0.0.1", port: POOLER_PORT, user: "postgres", database: "postgres" };
+
+/** psql's unaligned rows of a console command, split into fields. */
+async function show(what: string, database = "pgbouncer"): Promise<string[][]> {
+  const r = await runPsql({ port: POOLER_PORT, database }, `SHOW ${what};`);
+  assertEquals(r.code, 0, r.stderr);
+  return r.stdout === "" ? [] : r.stdout.split("\n").map((l) => l.split("|"));
+}
+
+Deno.test({
+  name: "pooler admin console: SHOW POOLS, CLIENTS, SERVERS, STATS, VERSION; errors for the rest",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const db = await startTestPostgres({ port: PG_PORT });
+    let pooler: PoolerServer | undefined;
+    const clients: pg.Client[] = [];
+    try {
+      pooler = await startPooler({
+        ...fastIo(),
+        listen: [`127.0.0.1:${POOLER_PORT}`],
+        postgres: { socketDir: db.socketDir, port: PG_PORT },
+        poolSize: 2,
+        queueTimeoutMs: 60_000,
+        adminUsers: ["postgres"],
+      });
+      // Two clients hold both backends in transactions; a third one's query waits.
+      const [a, c, waiter] = [0, 1, 2].map(() => new pg.Client(CONFIG));
+      for (const x of [a!, c!, waiter!]) {
+        await x.connect();
+        clients.push(x);
+      }
+      for (const x of [a!, c!]) {
+        await x.query("begin");
+        await x.query("select 1");
+      }
+      const waited = waiter!.query("select 'served'");
+      await waitFor("a waiting client", () => pooler!.stats().pools[0]!.waiting === 1 || undefined);
+
+      // Columns as psql prints them (unaligned): see pooler/admin.ts for their meaning.
+      const [pool] = await show("POOLS");
+      assertEquals(pool!.slice(0, 8), ["postgres", "postgres", "2", "1", "2", "0", "0", "0"]);
+      assertEquals(pool![10], "transaction");
+      assert(Number(pool![8]) * 1e6 + Number(pool![9]) >= 0);
+
+      const rows = await show("CLIENTS");
+      const pidOf = (x: pg.Client) => String((x as unknown as { processID: number }).processID);
+      const byPid = new Map(rows.map((r) => [r[8], r]));
+      assertEquals(rows.length, 3);
+      assertEquals([a!, c!, waiter!].map((x) => byPid.get(pidOf(x))?.[3]), [
+        "active",
+        "active",
+        "waiting",
+      ]);
+      assertEquals(byPid.get(pidOf(a!))![4], "127.0.0.1");
+
+      // Each server's client is the client that holds it, and its pid is Postgres's own.
+      const servers = await show("SERVERS", "tessera");
+      assertEquals(servers.length, 2);
+      assertEquals(servers.map((s) => s[3]), ["active", "active"]);
+      assertEquals(
+        new Set(servers.map((s) => s[7])),
+        new Set([pidOf(a!), pidOf(c!)]),
+      );
+      const direct = await PgClient.connect({
+        socketDir: db.socketDir,
+        port: PG_PORT,
+        user: "postgres",
+        database: "postgres",
+      });
+      const [real] = await direct.query(
+        "select pid::text from pg_stat_activity where backend_type = 'client backend' " +
+          "and state = 'idle in transaction'",
+      );
+      await direct.close();
+      assertEquals(new Set(servers.map((s) => s[4])), new Set(real!.rows.map((r) => r[0])));
+      assertEquals(
+        new Set([a!, c!].map((x) => byPid.get(pidOf(x))![9])),
+        new Set(servers.map((s) => s[4])),
+      );
+
+      await a!.query("commit");
+      await c!.query("commit");
+      assertEquals((await waited).rows[0]["?column?"], "served");
+      const [stats] = await show("STATS");
+      assertEquals(stats!.slice(0, 2), ["postgres", "postgres"]);
+      assert(Number(stats![2]) >= 3 && Number(stats![3]) >= 1, stats!.join("|"));
+      assertEquals(await show("VERSION"), [["Tessera pooler 0.1.0"]]);
+
+      // node-postgres, simple protocol: the same console; errors carry a SQLSTATE.
+      const admin = new pg.Client({ ...CONFIG, database: "pgbouncer" });
+      await admin.connect();
+      clients.push(admin);
+      assertEquals((await admin.query("show pools")).rows[0].sv_idle, "2");
+      const bad = await assertRejects(() => admin.query("select 1"));
+      assertEquals((bad as { code?: string }).code, "0A000");
+      const badShow = await assertRejects(() => admin.query("show lists"));
+      assertEquals((badShow as { code?: string }).code, "0A000");
+      assertEquals((await admin.query("SHOW VERSION;")).rows[0].version, "Tessera pooler 0.1.0");
+
+      // The extended protocol (postgres.js uses it for everything) is refused, then all is well.
+      const sql = postgres({ ...CONFIG, database: "pgbouncer", max: 1, fetch_types: false });
+      try {
+        const err = await assertRejects(() => sql`show pools`);
+        assertEquals((err as { code?: string }).code, "0A000");
+      } finally {
+        await sql.end();
+      }
+      assertEquals((await admin.query("show servers")).rows.length, 2);
+
+      // Users who are not admins do not get in.
+      const other = await runPsql(
+        `host=127.0.0.1 port=${POOLER_PORT} user=app dbname=pgbouncer`,
+        "show pools",
+      );
+      assertEquals(other.code, 2);
+      assert(other.stderr.includes('user "app" may not open the admin console'), other.stderr);
+    } finally {
+      for (const x of clients) await x.end().catch(() => {});
+      await pooler?.shutdown();
+      await db.cleanup();
+    }
+  },
+});
