@@ -1,6 +1,6 @@
 /**
  * The admin console: a virtual database, `pgbouncer` (the name PgBouncer's console has, so its
- * users' habits and scripts carry over) or `tessera`, that an admin user (`--admin-user`) opens
+ * users' habits and scripts carry over), that an admin user (`--admin-user`) opens
  * with psql or any driver to look at the pooler with SQL: `SHOW POOLS`, `SHOW CLIENTS`,
  * `SHOW SERVERS`, `SHOW STATS`, `SHOW VERSION`, `SHOW HELP`. Simple queries only, as in
  * PgBouncer's console; each answer is read from the pooler's own state at that moment.
@@ -24,8 +24,11 @@ import {
   writeAll,
 } from "../shared/wire/mod.ts";
 
-/** Database names that open the admin console instead of a pool. */
-export const ADMIN_DATABASES: readonly string[] = ["pgbouncer", "tessera"];
+/**
+ * Database names that open the admin console instead of a pool (a Postgres database of that name
+ * is not reachable through the pooler, as with PgBouncer).
+ */
+export const ADMIN_DATABASES: readonly string[] = ["pgbouncer"];
 
 /** What the server knew of a client when it connected. */
 export interface ClientInfo {

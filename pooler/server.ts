@@ -863,7 +863,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #clientInfo = new WeakMap<Session, ClientInfo>();
   #consoles = new Set<Deno.Conn>();
 
-  /** The admin console (`pgbouncer` or `tessera` as the database), for admin users only. */
+  /** The admin console (the database `pgbouncer`), for admin users only. */
   async #serveAdmin(res: Extract<FrontendResult, { kind: "startup" }>): Promise<void> {
     const conn = res.conn;
     try {

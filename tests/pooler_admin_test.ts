@@ -1,5 +1,5 @@
 /**
- * End to end: the pooler's admin console (database `pgbouncer` or `tessera`) with psql and
+ * End to end: the pooler's admin console (the database `pgbouncer`) with psql and
  * node-postgres, against a real Postgres, while clients hold and wait for the pool's two
  * backends: SHOW POOLS, CLIENTS, SERVERS, STATS and VERSION tell the state as it is; unknown
  * commands, the extended protocol and non-admin users get clear errors. Ports 12714-12715.
@@ -19,8 +19,8 @@ const POOLER_PORT = 12715;
 const CONFIG = { host: "127.0.0.1", port: POOLER_PORT, user: "postgres", database: "postgres" };
 
 /** psql's unaligned rows of a console command, split into fields. */
-async function show(what: string, database = "pgbouncer"): Promise<string[][]> {
-  const r = await runPsql({ port: POOLER_PORT, database }, `SHOW ${what};`);
+async function show(what: string): Promise<string[][]> {
+  const r = await runPsql({ port: POOLER_PORT, database: "pgbouncer" }, `SHOW ${what};`);
   assertEquals(r.code, 0, r.stderr);
   return r.stdout === "" ? [] : r.stdout.split("\n").map((l) => l.split("|"));
 }
@@ -73,7 +73,7 @@ Deno.test({
       assertEquals(byPid.get(pidOf(a!))![4], "127.0.0.1");
 
       // Each server's client is the client that holds it, and its pid is Postgres's own.
-      const servers = await show("SERVERS", "tessera");
+      const servers = await show("SERVERS");
       assertEquals(servers.length, 2);
       assertEquals(servers.map((s) => s[3]), ["active", "active"]);
       assertEquals(
