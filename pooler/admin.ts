@@ -2,7 +2,8 @@
  * The admin console: a virtual database, `pgbouncer` (the name PgBouncer's console has, so its
  * users' habits and scripts carry over), that an admin user (`--admin-user`) opens
  * with psql or any driver to look at the pooler with SQL: `SHOW POOLS`, `SHOW CLIENTS`,
- * `SHOW SERVERS`, `SHOW STATS`, `SHOW VERSION`, `SHOW HELP`. Simple queries only, as in
+ * `SHOW SERVERS`, `SHOW STATS`, `SHOW VERSION`, `SHOW HELP`, and to hold transactions around a
+ * Postgres restart: `PAUSE`, `RESUME`. Simple queries only, as in
  * PgBouncer's console; each answer is read from the pooler's own state at that moment.
  *
  * @module
@@ -56,6 +57,13 @@ export interface AdminSource {
   pools(): Iterable<Pool>;
   /** The client sessions of this process, with what was known at their connection. */
   sessions(): Iterable<[Session, ClientInfo | undefined]>;
+  /**
+   * Pauses the pools (of `database`, or all): resolves once no transaction runs on their
+   * backends and their idle backends are closed. Throws TesseraError when it cannot.
+   */
+  pause(database: string | undefined): Promise<void>;
+  /** Resumes the pools (of `database`, or all). Throws TesseraError when it cannot. */
+  resume(database: string | undefined): void;
 }
 
 const HELP = [
@@ -66,6 +74,8 @@ const HELP = [
   "  SHOW STATS     counters per pool since start",
   "  SHOW VERSION",
   "  SHOW HELP",
+  "  PAUSE [db]     hold new transactions, wait for those running, close the backends",
+  "  RESUME [db]    serve again (first the transactions that waited)",
 ].join("\n");
 
 const ts = (ms: number): string => new Date(ms).toISOString().replace("T", " ").replace("Z", "+00");
@@ -137,6 +147,15 @@ async function answer(sql: string, source: AdminSource, out: MessageWriter): Pro
     out.emptyQueryResponse();
     return;
   }
+  if ((words[0] === "pause" || words[0] === "resume") && words.length <= 2) {
+    const db = words.length === 2
+      ? databaseName(sql.trim().replace(/;\s*$/, "").trim())
+      : undefined;
+    if (words[0] === "pause") await source.pause(db);
+    else source.resume(db);
+    out.commandComplete(words[0].toUpperCase());
+    return;
+  }
   if (words[0] !== "show" || words.length !== 2) {
     throw new TesseraError(SqlState.featureNotSupported, `unsupported admin console command`, {
       detail: `got: ${sql.trim().slice(0, 80)}`,
@@ -201,8 +220,17 @@ const INTEGER_COLUMNS = new Set([
   "prepared_hits",
   "prepared_misses",
   "prepared_evictions",
+  "paused",
 ]);
 const INT8_OID = 20;
+
+/** The database named after PAUSE or RESUME: as written when double-quoted, else lower case. */
+function databaseName(command: string): string {
+  const arg = command.slice(command.search(/\s/)).trim();
+  return arg.startsWith('"') && arg.endsWith('"') && arg.length > 1
+    ? arg.slice(1, -1).replaceAll('""', '"')
+    : arg.toLowerCase();
+}
 
 function rows(out: MessageWriter, columns: string[], data: (string | null)[][]): void {
   out.rowDescription(
@@ -241,6 +269,7 @@ function showPools(source: AdminSource, now: number, out: MessageWriter): void {
       String(Math.floor(wait / 1000)),
       String(Math.round((wait % 1000) * 1000)),
       "transaction",
+      p.paused ? "1" : "0",
     ]);
   }
   rows(out, [
@@ -255,6 +284,7 @@ function showPools(source: AdminSource, now: number, out: MessageWriter): void {
     "maxwait",
     "maxwait_us",
     "pool_mode",
+    "paused",
   ], data);
 }
 

@@ -888,6 +888,10 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         },
         stats: () => this.allStats(),
         pools: () => this.#pools.values(),
+        pause: (db) => this.#pause(db),
+        resume: (db) => {
+          for (const p of this.#pausable(db)) p.resume();
+        },
         sessions: () =>
           [...this.#sessions.values()].map((s): [Session, ClientInfo | undefined] => [
             s,
@@ -904,6 +908,50 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         // already closed
       }
     }
+  }
+
+  /** The pools PAUSE or RESUME act on: those of `database`, or all. */
+  #pausable(database: string | undefined): Pool[] {
+    if (this.#worker !== undefined) {
+      throw new TesseraError(
+        SqlState.featureNotSupported,
+        "PAUSE and RESUME are not supported with --workers",
+      );
+    }
+    const pools = [...this.#pools.values()].filter((p) =>
+      database === undefined || p.database === database
+    );
+    if (database !== undefined && pools.length === 0) {
+      throw new TesseraError(
+        SqlState.invalidCatalogName,
+        `no pool for database "${database}"`,
+        { hint: "SHOW POOLS lists them" },
+      );
+    }
+    return pools;
+  }
+
+  /**
+   * PAUSE: no new transaction starts on these pools; waits until none runs on their backends
+   * (a pinned session keeps its backend between transactions), then closes their idle backends,
+   * so that Postgres can restart without a client seeing an error. A RESUME meanwhile ends it.
+   */
+  async #pause(database: string | undefined): Promise<void> {
+    const pools = this.#pausable(database);
+    for (const p of pools) p.pause();
+    for (;;) {
+      if (this.#stopping || pools.some((p) => !p.paused)) return; // stopping, or resumed
+      let busy = 0;
+      for (const p of pools) {
+        for (const b of p.backends) {
+          const owner = b.owner as { betweenTransactions?: boolean } | null;
+          if (b.lent && owner?.betweenTransactions !== true) busy++;
+        }
+      }
+      if (busy === 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const p of pools) p.closeIdle();
   }
 
   /** Forwards a cancel for session `pid`; settles once Postgres has handled it. */

@@ -2,7 +2,8 @@
  * End to end: the pooler's admin console (the database `pgbouncer`) with psql and
  * node-postgres, against a real Postgres, while clients hold and wait for the pool's two
  * backends: SHOW POOLS, CLIENTS, SERVERS, STATS and VERSION tell the state as it is; unknown
- * commands, the extended protocol and non-admin users get clear errors. Ports 12714-12715.
+ * commands, the extended protocol and non-admin users get clear errors; PAUSE and RESUME hold a
+ * waiting transaction across a Postgres restart with no client error. Ports 12714-12715.
  */
 import pg from "pg";
 import postgres from "postgres";
@@ -58,7 +59,7 @@ Deno.test({
       // Columns as psql prints them (unaligned): see pooler/admin.ts for their meaning.
       const [pool] = await show("POOLS");
       assertEquals(pool!.slice(0, 8), ["postgres", "postgres", "2", "1", "2", "0", "0", "0"]);
-      assertEquals(pool![10], "transaction");
+      assertEquals(pool!.slice(10), ["transaction", "0"]);
       assert(Number(pool![8]) * 1e6 + Number(pool![9]) >= 0);
 
       const rows = await show("CLIENTS");
@@ -133,6 +134,79 @@ Deno.test({
       );
       assertEquals(other.code, 2);
       assert(other.stderr.includes('user "app" may not open the admin console'), other.stderr);
+    } finally {
+      for (const x of clients) await x.end().catch(() => {});
+      await pooler?.shutdown();
+      await db.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "pooler admin console: PAUSE waits for running transactions, holds new ones across a " +
+    "Postgres restart, RESUME serves them",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const db = await startTestPostgres({ port: PG_PORT });
+    let pooler: PoolerServer | undefined;
+    const clients: pg.Client[] = [];
+    try {
+      pooler = await startPooler({
+        ...fastIo(),
+        listen: [`127.0.0.1:${POOLER_PORT}`],
+        postgres: { socketDir: db.socketDir, port: PG_PORT },
+        poolSize: 2,
+        queueTimeoutMs: 60_000,
+        adminUsers: ["postgres"],
+      });
+      const [inTx, later, pinned] = [0, 1, 2].map(() => new pg.Client(CONFIG));
+      for (const x of [inTx!, later!, pinned!]) {
+        await x.connect();
+        clients.push(x);
+      }
+      await inTx!.query("begin");
+      await inTx!.query("create table t (a int)");
+      const console = new pg.Client({ ...CONFIG, database: "pgbouncer" });
+      await console.connect();
+      clients.push(console);
+
+      // PAUSE does not return while a transaction runs; meanwhile new ones wait.
+      let paused = false;
+      const pausing = console.query("PAUSE").then(() => paused = true);
+      await waitFor(
+        "the pool paused",
+        async () => (await show("POOLS"))[0]![11] === "1" || undefined,
+      );
+      const waiting = later!.query("select count(*)::int as n from t");
+      await waitFor("a waiting client", () => pooler!.stats().pools[0]!.waiting === 1 || undefined);
+      assertEquals(paused, false);
+      await inTx!.query("insert into t values (1)");
+      await inTx!.query("commit");
+      await pausing;
+      // No backend is left open: Postgres may restart.
+      assertEquals(pooler.stats().pools[0]!.size, 0);
+      const [row] = await show("POOLS");
+      assertEquals([row![3], row![11]], ["1", "1"]);
+      await db.instance.restart("fast");
+
+      // RESUME: the waiting query runs on a new backend, and no client saw an error.
+      const admin = new pg.Client({ ...CONFIG, database: "pgbouncer" });
+      await admin.connect();
+      clients.push(admin);
+      assertEquals((await admin.query("RESUME")).command, "RESUME");
+      assertEquals((await waiting).rows[0].n, 1);
+      assertEquals((await inTx!.query("select 2 as v")).rows[0].v, 2);
+
+      // A pinned session between transactions does not hold PAUSE up (its backend does not
+      // survive a restart, as with any connection); a database without a pool is an error.
+      await pinned!.query("create temp table scratch (x int)");
+      await waitFor("the pin", () => pooler!.stats().pinnedClients === 1 || undefined);
+      await admin.query("pause postgres");
+      await admin.query("resume postgres");
+      const err = await assertRejects(() => admin.query("pause nosuchdb"));
+      assertEquals((err as { code?: string }).code, "3D000");
+      assertEquals((await later!.query("select 3 as v")).rows[0].v, 3);
     } finally {
       for (const x of clients) await x.end().catch(() => {});
       await pooler?.shutdown();

@@ -180,7 +180,7 @@ export class Pool {
    * `key`), else `null`. Never lends past waiting sessions.
    */
   tryAcquire(key: string, admin: boolean): BackendConn | null {
-    if (this.#waiters.length > 0 || this.#closed) return null;
+    if (this.#waiters.length > 0 || this.#closed || this.#paused) return null;
     if (this.#lent >= this.#limit(admin)) return null;
     const idle = this.#idle;
     const n = idle.length;
@@ -257,6 +257,7 @@ export class Pool {
 
   /** Gives idle backends to waiters, and opens backends for waiters that cannot be served. */
   #serveWaiters(): void {
+    if (this.#paused) return;
     const waiters = this.#waiters;
     while (waiters.length > 0 && this.#idle.length > 0) {
       const i = this.#eligibleWaiter();
@@ -437,7 +438,31 @@ export class Pool {
       }
       i++;
     }
+    if (this.#paused) return;
     for (let n = s.minPoolSize - total(); n > 0; n--) this.#open();
+  }
+
+  #paused = false;
+
+  /** Whether lending is paused (the admin console's PAUSE). */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /**
+   * Stops lending: sessions that want a backend wait in the queue (up to the queue timeout) until
+   * {@linkcode resume}; backends lent now stay with their sessions. No backend is opened meanwhile.
+   */
+  pause(): void {
+    this.#paused = true;
+  }
+
+  /** Lends again, first to the sessions that waited. */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#serveWaiters();
+    this.maintain(clock.now());
   }
 
   /** Every open backend: lent, idle or being checked (for the admin console). */

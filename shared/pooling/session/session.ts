@@ -471,6 +471,14 @@ export class Session implements BackendOwner {
     return this.#backend !== null;
   }
 
+  /**
+   * Whether nothing of the session runs on Postgres now: no transaction or request is open (a
+   * pinned session may hold its backend meanwhile).
+   */
+  get betweenTransactions(): boolean {
+    return this.#betweenTransactions;
+  }
+
   /** Whether a query of the session waits in its pool's queue for a backend. */
   get waiting(): boolean {
     return this.#resume !== null;
