@@ -804,9 +804,16 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     if (pool === undefined) {
       pool = new Pool(user, database, this.#target, this.#poolSettings, this.log);
       this.#pools.set(key, pool);
+      // A pool made during a PAUSE (another user of a paused database...) waits too.
+      if (this.#pausedAll || this.#pausedDatabases.has(database)) pool.pause();
     }
     return pool;
   }
+
+  /** PAUSE without a database is in force (until RESUME). */
+  #pausedAll = false;
+  /** Databases named by a PAUSE in force. */
+  #pausedDatabases = new Set<string>();
 
   /**
    * Closes the idle backends to `names` here and in the other workers: a statement that needs
@@ -890,7 +897,12 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         pools: () => this.#pools.values(),
         pause: (db) => this.#pause(db),
         resume: (db) => {
-          for (const p of this.#pausable(db)) p.resume();
+          const pools = this.#pausable(db);
+          if (db === undefined) {
+            this.#pausedAll = false;
+            this.#pausedDatabases.clear();
+          } else this.#pausedDatabases.delete(db);
+          for (const p of pools) p.resume();
         },
         sessions: () =>
           [...this.#sessions.values()].map((s): [Session, ClientInfo | undefined] => [
@@ -938,6 +950,8 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
    */
   async #pause(database: string | undefined): Promise<void> {
     const pools = this.#pausable(database);
+    if (database === undefined) this.#pausedAll = true;
+    else this.#pausedDatabases.add(database);
     for (const p of pools) p.pause();
     for (;;) {
       if (this.#stopping || pools.some((p) => !p.paused)) return; // stopping, or resumed

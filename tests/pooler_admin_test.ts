@@ -165,6 +165,7 @@ Deno.test({
         await x.connect();
         clients.push(x);
       }
+      await pinned!.query("create database otherdb");
       await inTx!.query("begin");
       await inTx!.query("create table t (a int)");
       const console = new pg.Client({ ...CONFIG, database: "pgbouncer" });
@@ -184,10 +185,15 @@ Deno.test({
       await inTx!.query("insert into t values (1)");
       await inTx!.query("commit");
       await pausing;
-      // No backend is left open: Postgres may restart.
-      assertEquals(pooler.stats().pools[0]!.size, 0);
+      // No backend is left open: Postgres may restart. A client of a database that had no pool
+      // yet waits too (its login needs a backend).
+      assertEquals(pooler.stats().pools.map((p) => p.size), [0]);
+      const other = new pg.Client({ ...CONFIG, database: "otherdb" });
+      clients.push(other);
+      const otherQuery = other.connect().then(() => other.query("select current_database() as d"));
+      await waitFor("the other pool", () => pooler!.stats().pools.length === 2 || undefined);
       const [row] = await show("POOLS");
-      assertEquals([row![3], row![11]], ["1", "1"]);
+      assertEquals([row![0], row![3], row![11]], ["postgres", "1", "1"]);
       await db.instance.restart("fast");
 
       // RESUME: the waiting query runs on a new backend, and no client saw an error.
@@ -196,6 +202,7 @@ Deno.test({
       clients.push(admin);
       assertEquals((await admin.query("RESUME")).command, "RESUME");
       assertEquals((await waiting).rows[0].n, 1);
+      assertEquals((await otherQuery).rows[0].d, "otherdb");
       assertEquals((await inTx!.query("select 2 as v")).rows[0].v, 2);
 
       // A pinned session between transactions does not hold PAUSE up (its backend does not
