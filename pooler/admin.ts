@@ -2,8 +2,8 @@
  * The admin console: a virtual database, `pgbouncer` (the name PgBouncer's console has, so its
  * users' habits and scripts carry over), that an admin user (`--admin-user`) opens
  * with psql or any driver to look at the pooler with SQL: `SHOW POOLS`, `SHOW CLIENTS`,
- * `SHOW SERVERS`, `SHOW STATS`, `SHOW VERSION`, `SHOW HELP`, and to hold transactions around a
- * Postgres restart: `PAUSE`, `RESUME`. Simple queries only, as in
+ * `SHOW SERVERS`, `SHOW STATS`, `SHOW VERSION`, `SHOW HELP`, to hold transactions around a
+ * Postgres restart (`PAUSE`, `RESUME`) and to read the auth and TLS files again (`RELOAD`). Simple queries only, as in
  * PgBouncer's console; each answer is read from the pooler's own state at that moment.
  *
  * @module
@@ -64,6 +64,8 @@ export interface AdminSource {
   pause(database: string | undefined): Promise<void>;
   /** Resumes the pools (of `database`, or all). Throws TesseraError when it cannot. */
   resume(database: string | undefined): void;
+  /** Reads the auth file and the TLS files again (as on SIGHUP). Throws TesseraError on failure. */
+  reload(): Promise<void>;
 }
 
 const HELP = [
@@ -76,6 +78,7 @@ const HELP = [
   "  SHOW HELP",
   "  PAUSE [db]     hold new transactions, wait for those running, close the backends",
   "  RESUME [db]    serve again (first the transactions that waited)",
+  "  RELOAD         read the auth file and the TLS certificate again (as SIGHUP)",
 ].join("\n");
 
 const ts = (ms: number): string => new Date(ms).toISOString().replace("T", " ").replace("Z", "+00");
@@ -145,6 +148,11 @@ async function answer(sql: string, source: AdminSource, out: MessageWriter): Pro
   const words = sql.trim().replace(/;\s*$/, "").trim().split(/\s+/).map((w) => w.toLowerCase());
   if (words.length === 1 && words[0] === "") {
     out.emptyQueryResponse();
+    return;
+  }
+  if (words[0] === "reload" && words.length === 1) {
+    await source.reload();
+    out.commandComplete("RELOAD");
     return;
   }
   if ((words[0] === "pause" || words[0] === "resume") && words.length <= 2) {

@@ -7,6 +7,7 @@
  */
 
 import { hostname as osHostname } from "node:os";
+import { SqlState, TesseraError } from "../shared/errors/mod.ts";
 import { type FastNet, openFastNet } from "../shared/fastnet/mod.ts";
 import {
   type FrontendAuth,
@@ -53,13 +54,20 @@ export interface PoolerRuntime {
   shutdown(): Promise<void>;
 }
 
+/** What a reload (SIGHUP, or the admin console's RELOAD) reads again. */
+interface Reloadable {
+  /** Users of `--auth-file`, as last read. */
+  fromFile: Awaited<ReturnType<typeof loadUsersFile>> | undefined;
+}
+
 async function verifierLookup(
   config: PoolerConfig,
   topo: TopoClient | undefined,
+  state: Reloadable,
 ): Promise<VerifierLookup> {
-  const fromFile = config.authFile !== undefined ? await loadUsersFile(config.authFile) : undefined;
+  state.fromFile = config.authFile !== undefined ? await loadUsersFile(config.authFile) : undefined;
   return async (user) => {
-    const local = fromFile?.get(user);
+    const local = state.fromFile?.get(user);
     if (local !== undefined) return local;
     if (topo === undefined) return undefined;
     return (await topo.global.users.get(user))?.value.scramVerifier;
@@ -103,6 +111,49 @@ function dataPathOptions(
   };
 }
 
+/**
+ * Reads the auth file and the TLS certificate and key again, for this process's new connections
+ * (sessions already open keep theirs). What fails to load is reported and the old stays; throws a
+ * TesseraError (F0000) naming what failed, after applying the rest.
+ */
+async function reloadFiles(
+  config: PoolerConfig,
+  state: Reloadable,
+  pooler: PoolerServer,
+  logger: Logger,
+): Promise<void> {
+  const failed: string[] = [];
+  if (config.authFile !== undefined) {
+    try {
+      state.fromFile = await loadUsersFile(config.authFile);
+    } catch (err) {
+      failed.push(`the auth file: ${(err as Error).message}`);
+    }
+  }
+  if (config.tlsCert !== undefined && config.tlsKey !== undefined) {
+    try {
+      pooler.setTls(loadFrontendTls({ certFile: config.tlsCert, keyFile: config.tlsKey }));
+    } catch (err) {
+      failed.push(`the TLS files: ${(err as Error).message}`);
+    }
+  }
+  if (failed.length > 0) {
+    logger.error("reload failed; the previous version stays in use", { failed });
+    throw new TesseraError(SqlState.configFileError, `reload failed: ${failed.join("; ")}`);
+  }
+  logger.info("reloaded the auth file and TLS certificate", {
+    users: state.fromFile?.size,
+    tls: config.tlsCert !== undefined,
+  });
+}
+
+/** Calls `reload` on every SIGHUP until `stop` is called. */
+function onHangup(reload: () => Promise<void>): () => void {
+  const listener = () => void reload().catch(() => {});
+  Deno.addSignalListener("SIGHUP", listener);
+  return () => Deno.removeSignalListener("SIGHUP", listener);
+}
+
 /** Starts a pooler process from `config`. */
 export async function runPooler(
   config: PoolerConfig,
@@ -127,7 +178,11 @@ export async function runPooler(
   const cleanups = new CleanupStack();
   try {
     if (topo !== undefined) cleanups.push(() => topo.close());
-    const auth: FrontendAuth = poolerAuth(config.auth, await verifierLookup(config, topo));
+    const reloadable: Reloadable = { fromFile: undefined };
+    const auth: FrontendAuth = poolerAuth(
+      config.auth,
+      await verifierLookup(config, topo, reloadable),
+    );
     const fastNet = chooseIo(config.io, logger);
     let place: WorkerPlace | undefined;
     if (config.workers > 1) {
@@ -155,8 +210,16 @@ export async function runPooler(
       listen: config.listen,
       ...(config.unixSocketDir !== undefined ? { unixSocketDir: config.unixSocketDir } : {}),
       ...(place !== undefined ? { worker: place } : {}),
+      onReload: () => reload(),
     });
     cleanups.push(() => pooler.shutdown());
+    // SIGHUP (or RELOAD in the admin console): the auth file and TLS files again, here and in
+    // every worker.
+    const reload = async () => {
+      workers?.signal("SIGHUP");
+      await reloadFiles(config, reloadable, pooler, logger);
+    };
+    cleanups.push(onHangup(reload));
 
     const probe = new PostgresProbe({
       socketDir: config.postgresSocketDir,
@@ -267,8 +330,9 @@ export async function runWorker(
     : undefined;
   const fastNet = chooseIo(config.io === "auto" ? "fast" : config.io, logger);
   let pooler: PoolerServer;
+  const reloadable: Reloadable = { fromFile: undefined };
   try {
-    const auth = poolerAuth(config.auth, await verifierLookup(config, topo));
+    const auth = poolerAuth(config.auth, await verifierLookup(config, topo, reloadable));
     pooler = await startPooler({
       ...dataPathOptions(config, spec.count, spec.index, {
         auth,
@@ -277,6 +341,8 @@ export async function runWorker(
         logger,
       }),
       worker: { index: spec.index, count: spec.count, dir: spec.dir },
+      // RELOAD in a worker's console: the first process reloads, and signals every worker.
+      onReload: () => Promise.resolve(Deno.kill(Deno.ppid, "SIGHUP")),
     });
   } catch (err) {
     logger.error("worker could not start", { error: err });
@@ -289,7 +355,9 @@ export async function runWorker(
   const onSignal = () => stop.resolve();
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   void stdinClosed().then(onSignal);
+  const stopHangup = onHangup(() => reloadFiles(config, reloadable, pooler, logger));
   await stop.promise;
+  stopHangup();
   for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
   await pooler.shutdown();
   await topo?.close();

@@ -174,6 +174,11 @@ export interface PoolerOptions {
    * listens anyway (serving their share itself until they come); 20000 by default.
    */
   workerWaitMs?: number;
+  /**
+   * What the admin console's RELOAD does (the runtime reads the auth file and TLS files again);
+   * without it, RELOAD is refused.
+   */
+  onReload?: () => Promise<void>;
 }
 
 /** Stats of the whole pooler. */
@@ -213,6 +218,8 @@ export interface PoolerServer {
   stats(): PoolerStats;
   /** Current stats of every worker process together (the same as `stats()` for a lone pooler). */
   allStats(): Promise<PoolerStats>;
+  /** Serves new TLS connections with this certificate and key (a reload; open ones keep theirs). */
+  setTls(tls: LoadedFrontendTls): void;
   /**
    * Drains and stops: closes the listeners at once (a new pooler may take the same ports), lets
    * every transaction in flight finish, and closes each client as soon as it is between
@@ -896,6 +903,16 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         stats: () => this.allStats(),
         pools: () => this.#pools.values(),
         pause: (db) => this.#pause(db),
+        reload: async () => {
+          const reload = this.#options.onReload;
+          if (reload === undefined) {
+            throw new TesseraError(
+              SqlState.featureNotSupported,
+              "RELOAD needs the pooler process (deno task pooler)",
+            );
+          }
+          await reload();
+        },
         resume: (db) => {
           const pools = this.#pausable(db);
           if (db === undefined) {
@@ -920,6 +937,11 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
         // already closed
       }
     }
+  }
+
+  setTls(tls: LoadedFrontendTls): void {
+    if (this.#options.tls === undefined) throw new Error("TLS is not configured");
+    this.#options = { ...this.#options, tls };
   }
 
   /** The pools PAUSE or RESUME act on: those of `database`, or all. */

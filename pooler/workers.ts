@@ -120,6 +120,17 @@ export class WorkerSet {
     for (const spec of this.#specs) this.#spawn(spec);
   }
 
+  /** Sends `signal` to every running child (SIGHUP: reload). */
+  signal(signal: Deno.Signal): void {
+    for (const c of this.#children.values()) {
+      try {
+        c.kill(signal);
+      } catch {
+        // it has just exited
+      }
+    }
+  }
+
   /** Process ids of the running children, by worker index. */
   get pids(): Map<number, number> {
     const out = new Map<number, number>();

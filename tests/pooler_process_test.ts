@@ -1,7 +1,7 @@
 /**
  * End to end: the pooler as users run it (`deno task pooler`), standalone and in a cluster,
  * against a real Postgres and a real etcd, driven by real clients (psql, node-postgres) and by
- * its Connect service.
+ * its Connect service; and a reload of its auth file and TLS files (SIGHUP, RELOAD).
  */
 import pg from "pg";
 import { PoolerService, PostgresRole } from "../proto/gen/tessera/pooler/v1/pooler_pb.ts";
@@ -9,6 +9,7 @@ import { createRpcClient } from "../shared/rpc/mod.ts";
 import { startEtcd } from "../shared/proc/mod.ts";
 import { TopoClient } from "../shared/topo/mod.ts";
 import { createScramVerifier } from "../shared/wire/mod.ts";
+import { makeTestCerts, type TestCerts } from "../shared/frontend/test_server.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../shared/testing/assert.ts";
 import { startTestPostgres } from "./support/postgres.ts";
 import { runPsql } from "./support/psql.ts";
@@ -175,4 +176,95 @@ Deno.test("pooler exits with a clear message for invalid flags", async () => {
     .output();
   assertEquals(missing.code, 2);
   assertMatch(new TextDecoder().decode(missing.stderr), /give --postgres-socket-dir/);
+});
+
+Deno.test({
+  name: "pooler process: SIGHUP and the console's RELOAD read the auth file and TLS files again",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const PG = 12755;
+    const PORT = 12756;
+    const HTTP = 12757;
+    const postgres = await startTestPostgres({ port: PG });
+    const base = await makeSharedTempDir("tessera-pooler-reload-");
+    const first = await makeTestCerts();
+    const second = await makeTestCerts();
+    const users = async (password: string) =>
+      await Deno.writeTextFile(
+        `${base}/users.json`,
+        JSON.stringify({
+          users: [{ name: "postgres", scramVerifier: await createScramVerifier(password) }],
+        }),
+      );
+    const useCerts = async (c: TestCerts) => {
+      await Deno.copyFile(c.certFile, `${base}/tls.crt`);
+      await Deno.copyFile(c.keyFile, `${base}/tls.key`);
+    };
+    // verify-ca with the given CA: the pooler must present that CA's certificate.
+    const login = (password: string, ca: string, sql = "select 'in'", db = "postgres") =>
+      runPsql(
+        `host=127.0.0.1 port=${PORT} user=postgres dbname=${db} sslmode=verify-ca sslrootcert=${ca}`,
+        sql,
+        { PGPASSWORD: password },
+      );
+    let proc: Awaited<ReturnType<typeof startTask>> | undefined;
+    try {
+      await users("pw-1");
+      await useCerts(first);
+      proc = await startTask("pooler", [
+        "--postgres-socket-dir",
+        postgres.socketDir,
+        "--postgres-port",
+        String(PG),
+        "--listen",
+        `127.0.0.1:${PORT}`,
+        "--http-listen",
+        `127.0.0.1:${HTTP}`,
+        "--auth",
+        "scram-sha-256",
+        "--auth-file",
+        `${base}/users.json`,
+        "--tls-cert",
+        `${base}/tls.crt`,
+        "--tls-key",
+        `${base}/tls.key`,
+      ], `${base}/pooler.log`);
+      await waitFor(
+        "the pooler",
+        async () => (await login("pw-1", first.caFile)).code === 0 || undefined,
+      );
+
+      // SIGHUP: a new password and a new certificate (from another CA) for new connections.
+      await users("pw-2");
+      await useCerts(second);
+      proc.child.kill("SIGHUP");
+      await waitFor(
+        "the reload",
+        async () => (await login("pw-2", second.caFile)).code === 0 || undefined,
+      );
+      assertMatch((await login("pw-1", second.caFile)).stderr, /password authentication failed/);
+      assertMatch((await login("pw-2", first.caFile)).stderr, /certificate verify failed/);
+
+      // RELOAD in the admin console does the same; a broken file is refused and the last good
+      // version stays.
+      await users("pw-3");
+      assertEquals(await login("pw-2", second.caFile, "RELOAD", "pgbouncer"), {
+        code: 0,
+        stdout: "RELOAD",
+        stderr: "",
+      });
+      assertEquals((await login("pw-3", second.caFile)).stdout, "in");
+      await Deno.writeTextFile(`${base}/users.json`, "{ not json");
+      const broken = await login("pw-3", second.caFile, "RELOAD", "pgbouncer");
+      assertMatch(broken.stderr, /reload failed: the auth file/);
+      proc.child.kill("SIGHUP"); // the same, logged; the process goes on
+      assertEquals((await login("pw-3", second.caFile)).stdout, "in");
+    } finally {
+      await proc?.stop();
+      await postgres.cleanup();
+      for (const c of [first, second]) await Deno.remove(c.dir, { recursive: true });
+      await Deno.remove(base, { recursive: true }).catch(() => undefined);
+    }
+  },
 });

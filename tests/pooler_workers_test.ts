@@ -278,7 +278,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "pooler workers: TLS and SCRAM are done by the worker a connection is handed to",
+  name: "pooler workers: TLS and SCRAM are done by the worker a connection is handed to; " +
+    "SIGHUP reloads every worker",
   ...opts,
   async fn() {
     const postgres = await startTestPostgres({ port: PG_PORT });
@@ -324,6 +325,24 @@ Deno.test({
         assertEquals(wrong.code, 2);
         assertStringIncludes(wrong.stderr, 'password authentication failed for user "postgres"');
       }
+      // SIGHUP to the first process: every worker reads the users file again.
+      await Deno.writeTextFile(
+        `${base}/users.json`,
+        JSON.stringify({
+          users: [{ name: "postgres", scramVerifier: await createScramVerifier("pw-new") }],
+        }),
+      );
+      proc.child.kill("SIGHUP");
+      const newEnv = { ...env, PGPASSWORD: "pw-new" };
+      await waitFor("the reload in both workers", async () => {
+        const got = new Set<string>();
+        for (let i = 0; i < 4; i++) {
+          const r = await runPsql({ port: POOLER_A, database: "postgres" }, sql, newEnv);
+          if (r.code !== 0) return undefined;
+          got.add(r.stdout);
+        }
+        return got.size === 2 ? true : undefined;
+      });
       assertEquals((await proc.stop("SIGTERM")).code, 0);
     } finally {
       await proc?.stop("SIGKILL");
