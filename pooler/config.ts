@@ -41,6 +41,8 @@ export const poolerConfigSchema = z.object({
   io: z.enum(["auto", "fast", "deno"]).default("auto"),
   auth: z.enum(["trust", "scram-sha-256"]).default("trust"),
   authFile: absolutePathSchema.optional(),
+  authQuery: z.string().refine((q) => q.includes("$1"), "must use $1 for the user name")
+    .optional(),
   tlsCert: absolutePathSchema.optional(),
   tlsKey: absolutePathSchema.optional(),
   topoEndpoints: z.array(z.string().url()).default([]),
@@ -89,11 +91,14 @@ export const poolerConfigSchema = z.object({
       message: "give both --tls-cert and --tls-key",
     });
   }
-  if (c.auth === "scram-sha-256" && c.authFile === undefined && c.topoEndpoints.length === 0) {
+  if (
+    c.auth === "scram-sha-256" && c.authFile === undefined && c.authQuery === undefined &&
+    c.topoEndpoints.length === 0
+  ) {
     ctx.addIssue({
       code: "custom",
       path: ["authFile"],
-      message: "scram-sha-256 needs users: give --auth-file or --topo-endpoints",
+      message: "scram-sha-256 needs users: give --auth-file, --auth-query or --topo-endpoints",
     });
   }
   if (c.topoEndpoints.length > 0 && (c.keyspace === "" || c.shard === "")) {
@@ -235,6 +240,13 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       flag: "auth-file",
       env: "POOLER_AUTH_FILE",
       description: 'JSON users file: {"users":[{"name":..,"scramVerifier":..}]}',
+    },
+    authQuery: {
+      flag: "auth-query",
+      env: "POOLER_AUTH_QUERY",
+      description:
+        "SQL reading a user's SCRAM verifier from Postgres (2nd column; $1: the user), " +
+        "run as --control-user for users not in --auth-file",
     },
     tlsCert: { flag: "tls-cert", env: "POOLER_TLS_CERT", description: "PEM certificate for TLS" },
     tlsKey: { flag: "tls-key", env: "POOLER_TLS_KEY", description: "PEM private key for TLS" },

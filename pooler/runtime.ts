@@ -21,7 +21,12 @@ import { CleanupStack } from "../shared/proc/mod.ts";
 import type { PoolerRecord, TopoClient, TopoRegistration } from "../shared/topo/mod.ts";
 import type { PoolerConfig } from "./config.ts";
 import { splitHostPort } from "../shared/config/mod.ts";
-import { loadUsersFile, poolerAuth, type VerifierLookup } from "./control/users.ts";
+import {
+  authQueryLookup,
+  loadUsersFile,
+  poolerAuth,
+  type VerifierLookup,
+} from "./control/users.ts";
 import { PostgresProbe } from "./control/postgres_probe.ts";
 import { type PoolerIdentity, registerPoolerService } from "./control/service.ts";
 import { InstanceManager, registerManagerService } from "./control/manager.ts";
@@ -64,11 +69,35 @@ async function verifierLookup(
   config: PoolerConfig,
   topo: TopoClient | undefined,
   state: Reloadable,
+  logger: Logger,
+  cleanups: CleanupStack,
 ): Promise<VerifierLookup> {
   state.fromFile = config.authFile !== undefined ? await loadUsersFile(config.authFile) : undefined;
+  let fromPostgres: ((user: string) => Promise<string | undefined>) | undefined;
+  if (config.authQuery !== undefined) {
+    // A control connection of its own (the status probe's may be slow to answer).
+    const control = new PostgresProbe({
+      socketDir: config.postgresSocketDir,
+      host: config.postgresHost,
+      port: config.postgresPort,
+      user: config.controlUser,
+      password: config.postgresPassword,
+    }, logger);
+    cleanups.push(() => control.close());
+    fromPostgres = authQueryLookup(
+      config.authQuery,
+      (sql) => control.query(sql),
+      (user) =>
+        logger.warn("the auth query gave no SCRAM verifier: the user cannot log in", { user }),
+    );
+  }
   return async (user) => {
     const local = state.fromFile?.get(user);
     if (local !== undefined) return local;
+    if (fromPostgres !== undefined) {
+      const v = await fromPostgres(user);
+      if (v !== undefined || topo === undefined) return v;
+    }
     if (topo === undefined) return undefined;
     return (await topo.global.users.get(user))?.value.scramVerifier;
   };
@@ -181,7 +210,7 @@ export async function runPooler(
     const reloadable: Reloadable = { fromFile: undefined };
     const auth: FrontendAuth = poolerAuth(
       config.auth,
-      await verifierLookup(config, topo, reloadable),
+      await verifierLookup(config, topo, reloadable, logger, cleanups),
     );
     const fastNet = chooseIo(config.io, logger);
     let place: WorkerPlace | undefined;
@@ -331,8 +360,12 @@ export async function runWorker(
   const fastNet = chooseIo(config.io === "auto" ? "fast" : config.io, logger);
   let pooler: PoolerServer;
   const reloadable: Reloadable = { fromFile: undefined };
+  const cleanups = new CleanupStack();
   try {
-    const auth = poolerAuth(config.auth, await verifierLookup(config, topo, reloadable));
+    const auth = poolerAuth(
+      config.auth,
+      await verifierLookup(config, topo, reloadable, logger, cleanups),
+    );
     pooler = await startPooler({
       ...dataPathOptions(config, spec.count, spec.index, {
         auth,
@@ -346,6 +379,7 @@ export async function runWorker(
     });
   } catch (err) {
     logger.error("worker could not start", { error: err });
+    await cleanups.run();
     topo?.close();
     return 1;
   }
@@ -360,6 +394,7 @@ export async function runWorker(
   stopHangup();
   for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
   await pooler.shutdown();
+  await cleanups.run();
   await topo?.close();
   return 0;
 }

@@ -8,7 +8,7 @@ import { PoolerService, PostgresRole } from "../proto/gen/tessera/pooler/v1/pool
 import { createRpcClient } from "../shared/rpc/mod.ts";
 import { startEtcd } from "../shared/proc/mod.ts";
 import { TopoClient } from "../shared/topo/mod.ts";
-import { createScramVerifier } from "../shared/wire/mod.ts";
+import { createScramVerifier, PgClient } from "../shared/wire/mod.ts";
 import { makeTestCerts, type TestCerts } from "../shared/frontend/test_server.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../shared/testing/assert.ts";
 import { startTestPostgres } from "./support/postgres.ts";
@@ -264,6 +264,75 @@ Deno.test({
       await proc?.stop();
       await postgres.cleanup();
       for (const c of [first, second]) await Deno.remove(c.dir, { recursive: true });
+      await Deno.remove(base, { recursive: true }).catch(() => undefined);
+    }
+  },
+});
+
+Deno.test({
+  name: "pooler process: --auth-query takes SCRAM verifiers from Postgres's own roles",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const PG = 12755;
+    const PORT = 12756;
+    const HTTP = 12757;
+    const postgres = await startTestPostgres({ port: PG });
+    const base = await makeSharedTempDir("tessera-pooler-authq-");
+    const direct = await PgClient.connect({
+      socketDir: postgres.socketDir,
+      port: PG,
+      user: "postgres",
+      database: "postgres",
+    });
+    const login = (user: string, password: string) =>
+      runPsql(
+        `host=127.0.0.1 port=${PORT} user='${user.replaceAll("'", "\\'")}' dbname=postgres`,
+        "select current_user",
+        { PGPASSWORD: password },
+      );
+    let proc: Awaited<ReturnType<typeof startTask>> | undefined;
+    try {
+      await direct.query("create role app login password 'app-pw'");
+      await direct.query("set password_encryption = 'md5'");
+      await direct.query("create role oldstyle login password 'md5-pw'");
+      await direct.query("reset password_encryption");
+      proc = await startTask("pooler", [
+        "--postgres-socket-dir",
+        postgres.socketDir,
+        "--postgres-port",
+        String(PG),
+        "--listen",
+        `127.0.0.1:${PORT}`,
+        "--http-listen",
+        `127.0.0.1:${HTTP}`,
+        "--auth",
+        "scram-sha-256",
+        "--auth-query",
+        "SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin",
+      ], `${base}/pooler.log`);
+      await waitFor(
+        "the pooler",
+        async () => (await login("app", "app-pw")).code === 0 || undefined,
+      );
+      assertEquals((await login("app", "app-pw")).stdout, "app");
+      assertMatch((await login("app", "nope")).stderr, /password authentication failed/);
+
+      // A new password counts at once: the verifier is read at each login.
+      await direct.query("alter role app password 'new-pw'");
+      assertEquals((await login("app", "new-pw")).stdout, "app");
+      assertMatch((await login("app", "app-pw")).stderr, /password authentication failed/);
+
+      // An MD5 password, no role, a name built to break out of the literal: no login.
+      assertMatch((await login("oldstyle", "md5-pw")).stderr, /role "oldstyle" does not exist/);
+      assertMatch((await login("ghost", "x")).stderr, /role "ghost" does not exist/);
+      assertMatch((await login("x' or 'a'='a", "x")).stderr, /does not exist/);
+      const log = await Deno.readTextFile(`${base}/pooler.log`);
+      assert(log.includes("the auth query gave no SCRAM verifier"), log);
+    } finally {
+      await proc?.stop();
+      await direct.close();
+      await postgres.cleanup();
       await Deno.remove(base, { recursive: true }).catch(() => undefined);
     }
   },

@@ -1,6 +1,7 @@
 /**
  * Who may connect to the pooler and how: trust, or SCRAM-SHA-256 against verifiers from a users
- * file (standalone) or from topo (in a cluster). Passwords are never stored, only verifiers.
+ * file (standalone), from Postgres itself (`--auth-query`) or from topo (in a cluster). Passwords
+ * are never stored, only verifiers.
  *
  * @module
  */
@@ -9,6 +10,7 @@ import { z } from "zod";
 import type { AuthRule, FrontendAuth } from "../../shared/frontend/mod.ts";
 import { SqlState, TesseraError } from "../../shared/errors/mod.ts";
 import { isScramVerifier } from "../../shared/wire/mod.ts";
+import { quoteLiteral } from "../../shared/pooling/mod.ts";
 
 const usersFileSchema = z.object({
   users: z.array(z.object({
@@ -48,6 +50,43 @@ export async function loadUsersFile(path: string): Promise<Map<string, string>> 
     );
   }
   return new Map(parsed.data.users.map((u) => [u.name, u.scramVerifier]));
+}
+
+/** Runs one SQL statement on a control connection to Postgres, returning its rows as text. */
+export type ControlQuery = (sql: string) => Promise<(string | null)[][]>;
+
+/**
+ * Looks a user's SCRAM verifier up in Postgres itself with `sql` (PgBouncer's `auth_query`: its
+ * second column is the verifier, `$1` stands for the user name, sent as a quoted literal), so
+ * that roles created with `CREATE ROLE ... PASSWORD` log in through the pooler as they would into
+ * Postgres. A role without a SCRAM verifier (none, or MD5) is unknown here. Throws TesseraError
+ * 08006 when Postgres cannot answer, so the client is told why.
+ */
+export function authQueryLookup(
+  sql: string,
+  query: ControlQuery,
+  onNotScram: (user: string) => void = () => {},
+): (user: string) => Promise<string | undefined> {
+  return async (user) => {
+    const text = sql.replaceAll("$1", quoteLiteral(user));
+    let rows: (string | null)[][];
+    try {
+      rows = await query(text);
+    } catch (err) {
+      throw new TesseraError(
+        SqlState.connectionFailure,
+        `could not look up user "${user}" in Postgres: ${TesseraError.from(err).message}`,
+        { severity: "FATAL", cause: err },
+      );
+    }
+    const verifier = rows[0]?.[1] ?? null;
+    if (verifier === null) return undefined;
+    if (!isScramVerifier(verifier)) {
+      onNotScram(user);
+      return undefined;
+    }
+    return verifier;
+  };
 }
 
 /**
