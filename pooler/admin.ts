@@ -22,6 +22,7 @@ import {
   MessageReader,
   MessageWriter,
   PayloadReader,
+  type WireMessage,
   writeAll,
 } from "../shared/wire/mod.ts";
 
@@ -109,12 +110,30 @@ export async function serveAdminConsole(
   await writeAll(conn, out.take());
   const reader = new MessageReader(conn, { initialBufferSize: 1024, maxMessageLength: 65536 });
   let skipping = false; // after an extended-protocol message, until Sync
-  for (let msg = await reader.next(); msg !== null; msg = await reader.next()) {
+  for (;;) {
+    let msg: WireMessage | null;
+    let sql = "";
+    try {
+      msg = await reader.next();
+      if (msg?.type === Frontend.query) {
+        const r = new PayloadReader(msg.payload, "Query");
+        sql = r.cstring();
+        r.expectEnd();
+      }
+    } catch (err) {
+      // A malformed message (a wrong length, no terminator): FATAL, as Postgres does.
+      const e = TesseraError.from(err, SqlState.protocolViolation);
+      await writeAll(
+        conn,
+        out.errorResponse(new TesseraError(e.code, e.message, { severity: "FATAL" })).take(),
+      ).catch(() => {});
+      return;
+    }
+    if (msg === null) return;
     switch (msg.type) {
       case Frontend.terminate:
         return;
       case Frontend.query: {
-        const sql = new PayloadReader(msg.payload, "Query").cstring();
         try {
           await answer(sql, source, out);
         } catch (err) {

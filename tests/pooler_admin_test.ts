@@ -9,7 +9,8 @@ import pg from "pg";
 import postgres from "postgres";
 import { type PoolerServer, startPooler } from "../pooler/mod.ts";
 import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
-import { PgClient } from "../shared/wire/mod.ts";
+import { Backend, decodeErrorFields, PgClient } from "../shared/wire/mod.ts";
+import { RawClient } from "./support/raw_client.ts";
 import { runPsql } from "./support/psql.ts";
 import { startTestPostgres } from "./support/postgres.ts";
 import { fastIo } from "./support/fast_io.ts";
@@ -126,6 +127,18 @@ Deno.test({
         await sql.end();
       }
       assertEquals((await admin.query("show servers")).rows.length, 2);
+
+      // A malformed message: FATAL 08P01 and the connection closes; the pooler goes on.
+      const raw = await RawClient.connect(POOLER_PORT, false);
+      await raw.send((w) => w.startupMessage({ user: "postgres", database: "pgbouncer" }));
+      await raw.untilReady();
+      await raw.sendBytes([0x51, 0, 0, 0, 6, 0x53, 0x48]); // Query "SH" without its terminator
+      const last = (await raw.untilClosed()).at(-1)!;
+      assertEquals(last.type, Backend.errorResponse);
+      const fields = decodeErrorFields(last.payload);
+      assertEquals([fields.severity, fields.code], ["FATAL", "08P01"]);
+      raw.close();
+      assertEquals((await admin.query("show version")).rowCount, 1);
 
       // Users who are not admins do not get in.
       const other = await runPsql(
