@@ -220,34 +220,20 @@ async function answer(sql: string, source: AdminSource, out: MessageWriter): Pro
   );
 }
 
-/** Columns holding counts and ids: described as int8, as PgBouncer's console does. */
-const INTEGER_COLUMNS = new Set([
-  "cl_active",
-  "cl_waiting",
-  "sv_active",
-  "sv_idle",
-  "sv_tested",
-  "sv_login",
-  "maxwait",
-  "maxwait_us",
-  "port",
-  "connected_s",
-  "pid",
-  "server_pid",
-  "client_pid",
-  "prepared_statements",
-  "checkouts",
-  "waits",
-  "total_wait_us",
-  "max_wait_us",
-  "queue_timeouts",
-  "backends_opened",
-  "backends_closed",
-  "connect_errors",
-  "prepared_hits",
-  "prepared_misses",
-  "prepared_evictions",
-  "paused",
+/** Columns of text; every other column holds a count or an id, described as int8 (as PgBouncer does). */
+const TEXT_COLUMNS = new Set([
+  "database",
+  "user",
+  "pool_mode",
+  "type",
+  "state",
+  "addr",
+  "connect_time",
+  "last_used",
+  "pinned",
+  "application_name",
+  "tls",
+  "version",
 ]);
 const INT8_OID = 20;
 
@@ -261,9 +247,7 @@ function databaseName(command: string): string {
 
 function rows(out: MessageWriter, columns: string[], data: (string | null)[][]): void {
   out.rowDescription(
-    columns.map((name) =>
-      INTEGER_COLUMNS.has(name) ? { name, typeOid: INT8_OID, typeSize: 8 } : name
-    ),
+    columns.map((name) => TEXT_COLUMNS.has(name) ? name : { name, typeOid: INT8_OID, typeSize: 8 }),
   );
   for (const r of data) out.dataRow(r);
   out.commandComplete(`SHOW ${data.length}`);

@@ -27,7 +27,7 @@ import {
   poolerAuth,
   type VerifierLookup,
 } from "./control/users.ts";
-import { PostgresProbe } from "./control/postgres_probe.ts";
+import { PostgresProbe, type ProbeTarget } from "./control/postgres_probe.ts";
 import { type PoolerIdentity, registerPoolerService } from "./control/service.ts";
 import { InstanceManager, registerManagerService } from "./control/manager.ts";
 import { type PoolerOptions, type PoolerServer, startPooler, type WorkerPlace } from "./server.ts";
@@ -59,6 +59,17 @@ export interface PoolerRuntime {
   shutdown(): Promise<void>;
 }
 
+/** Where the pooler's control connections to its Postgres go (status probe, auth query). */
+function controlTarget(config: PoolerConfig): ProbeTarget {
+  return {
+    socketDir: config.postgresSocketDir,
+    host: config.postgresHost,
+    port: config.postgresPort,
+    user: config.controlUser,
+    password: config.postgresPassword,
+  };
+}
+
 /** What a reload (SIGHUP, or the admin console's RELOAD) reads again. */
 interface Reloadable {
   /** Users of `--auth-file`, as last read. */
@@ -76,13 +87,7 @@ async function verifierLookup(
   let fromPostgres: ((user: string) => Promise<string | undefined>) | undefined;
   if (config.authQuery !== undefined) {
     // A control connection of its own (the status probe's may be slow to answer).
-    const control = new PostgresProbe({
-      socketDir: config.postgresSocketDir,
-      host: config.postgresHost,
-      port: config.postgresPort,
-      user: config.controlUser,
-      password: config.postgresPassword,
-    }, logger);
+    const control = new PostgresProbe(controlTarget(config), logger);
     cleanups.push(() => control.close());
     fromPostgres = authQueryLookup(
       config.authQuery,
@@ -250,13 +255,7 @@ export async function runPooler(
     };
     cleanups.push(onHangup(reload));
 
-    const probe = new PostgresProbe({
-      socketDir: config.postgresSocketDir,
-      host: config.postgresHost,
-      port: config.postgresPort,
-      user: config.controlUser,
-      password: config.postgresPassword,
-    }, logger);
+    const probe = new PostgresProbe(controlTarget(config), logger);
     cleanups.push(() => probe.close());
     let registration: TopoRegistration<PoolerRecord> | undefined;
     const manager = new InstanceManager({

@@ -12,7 +12,7 @@ import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts
 import { Backend, decodeErrorFields, PgClient } from "../shared/wire/mod.ts";
 import { RawClient } from "./support/raw_client.ts";
 import { runPsql } from "./support/psql.ts";
-import { startTestPostgres } from "./support/postgres.ts";
+import { startTestPostgres, type TestPostgres } from "./support/postgres.ts";
 import { fastIo } from "./support/fast_io.ts";
 import { waitFor } from "./support/process.ts";
 
@@ -27,34 +27,55 @@ async function show(what: string): Promise<string[][]> {
   return r.stdout === "" ? [] : r.stdout.split("\n").map((l) => l.split("|"));
 }
 
+/**
+ * A Postgres and a pooler with 2 backends for `fn`, which opens node-postgres clients with
+ * `connect` (to `postgres`, or to the console with `pgbouncer`); everything is closed after.
+ */
+async function withConsole(
+  fn: (
+    pooler: PoolerServer,
+    db: TestPostgres,
+    connect: (database?: string) => Promise<pg.Client>,
+  ) => Promise<void>,
+): Promise<void> {
+  const db = await startTestPostgres({ port: PG_PORT });
+  let pooler: PoolerServer | undefined;
+  const clients: pg.Client[] = [];
+  try {
+    pooler = await startPooler({
+      ...fastIo(),
+      listen: [`127.0.0.1:${POOLER_PORT}`],
+      postgres: { socketDir: db.socketDir, port: PG_PORT },
+      poolSize: 2,
+      queueTimeoutMs: 60_000,
+      adminUsers: ["postgres"],
+    });
+    await fn(pooler, db, async (database = "postgres") => {
+      const c = new pg.Client({ ...CONFIG, database });
+      clients.push(c);
+      await c.connect();
+      return c;
+    });
+  } finally {
+    for (const x of clients) await x.end().catch(() => {});
+    await pooler?.shutdown();
+    await db.cleanup();
+  }
+}
+
 Deno.test({
   name: "pooler admin console: SHOW POOLS, CLIENTS, SERVERS, STATS, VERSION; errors for the rest",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const db = await startTestPostgres({ port: PG_PORT });
-    let pooler: PoolerServer | undefined;
-    const clients: pg.Client[] = [];
-    try {
-      pooler = await startPooler({
-        ...fastIo(),
-        listen: [`127.0.0.1:${POOLER_PORT}`],
-        postgres: { socketDir: db.socketDir, port: PG_PORT },
-        poolSize: 2,
-        queueTimeoutMs: 60_000,
-        adminUsers: ["postgres"],
-      });
+    await withConsole(async (pooler, db, connect) => {
       // Two clients hold both backends in transactions; a third one's query waits.
-      const [a, c, waiter] = [0, 1, 2].map(() => new pg.Client(CONFIG));
-      for (const x of [a!, c!, waiter!]) {
-        await x.connect();
-        clients.push(x);
-      }
-      for (const x of [a!, c!]) {
+      const [a, c, waiter] = [await connect(), await connect(), await connect()];
+      for (const x of [a, c]) {
         await x.query("begin");
         await x.query("select 1");
       }
-      const waited = waiter!.query("select 'served'");
+      const waited = waiter.query("select 'served'");
       await waitFor("a waiting client", () => pooler!.stats().pools[0]!.waiting === 1 || undefined);
 
       // Columns as psql prints them (unaligned): see pooler/admin.ts for their meaning.
@@ -67,12 +88,12 @@ Deno.test({
       const pidOf = (x: pg.Client) => String((x as unknown as { processID: number }).processID);
       const byPid = new Map(rows.map((r) => [r[8], r]));
       assertEquals(rows.length, 3);
-      assertEquals([a!, c!, waiter!].map((x) => byPid.get(pidOf(x))?.[3]), [
+      assertEquals([a, c, waiter].map((x) => byPid.get(pidOf(x))?.[3]), [
         "active",
         "active",
         "waiting",
       ]);
-      assertEquals(byPid.get(pidOf(a!))![4], "127.0.0.1");
+      assertEquals(byPid.get(pidOf(a))![4], "127.0.0.1");
 
       // Each server's client is the client that holds it, and its pid is Postgres's own.
       const servers = await show("SERVERS");
@@ -80,7 +101,7 @@ Deno.test({
       assertEquals(servers.map((s) => s[3]), ["active", "active"]);
       assertEquals(
         new Set(servers.map((s) => s[7])),
-        new Set([pidOf(a!), pidOf(c!)]),
+        new Set([pidOf(a), pidOf(c)]),
       );
       const direct = await PgClient.connect({
         socketDir: db.socketDir,
@@ -95,12 +116,12 @@ Deno.test({
       await direct.close();
       assertEquals(new Set(servers.map((s) => s[4])), new Set(real!.rows.map((r) => r[0])));
       assertEquals(
-        new Set([a!, c!].map((x) => byPid.get(pidOf(x))![9])),
+        new Set([a, c].map((x) => byPid.get(pidOf(x))![9])),
         new Set(servers.map((s) => s[4])),
       );
 
-      await a!.query("commit");
-      await c!.query("commit");
+      await a.query("commit");
+      await c.query("commit");
       assertEquals((await waited).rows[0]["?column?"], "served");
       const [stats] = await show("STATS");
       assertEquals(stats!.slice(0, 2), ["postgres", "postgres"]);
@@ -108,9 +129,7 @@ Deno.test({
       assertEquals(await show("VERSION"), [["Tessera pooler 0.1.0"]]);
 
       // node-postgres, simple protocol: the same console; errors carry a SQLSTATE.
-      const admin = new pg.Client({ ...CONFIG, database: "pgbouncer" });
-      await admin.connect();
-      clients.push(admin);
+      const admin = await connect("pgbouncer");
       assertEquals((await admin.query("show pools")).rows[0].sv_idle, "2");
       const bad = await assertRejects(() => admin.query("select 1"));
       assertEquals((bad as { code?: string }).code, "0A000");
@@ -147,11 +166,7 @@ Deno.test({
       );
       assertEquals(other.code, 2);
       assert(other.stderr.includes('user "app" may not open the admin console'), other.stderr);
-    } finally {
-      for (const x of clients) await x.end().catch(() => {});
-      await pooler?.shutdown();
-      await db.cleanup();
-    }
+    });
   },
 });
 
@@ -161,29 +176,12 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const db = await startTestPostgres({ port: PG_PORT });
-    let pooler: PoolerServer | undefined;
-    const clients: pg.Client[] = [];
-    try {
-      pooler = await startPooler({
-        ...fastIo(),
-        listen: [`127.0.0.1:${POOLER_PORT}`],
-        postgres: { socketDir: db.socketDir, port: PG_PORT },
-        poolSize: 2,
-        queueTimeoutMs: 60_000,
-        adminUsers: ["postgres"],
-      });
-      const [inTx, later, pinned] = [0, 1, 2].map(() => new pg.Client(CONFIG));
-      for (const x of [inTx!, later!, pinned!]) {
-        await x.connect();
-        clients.push(x);
-      }
-      await pinned!.query("create database otherdb");
-      await inTx!.query("begin");
-      await inTx!.query("create table t (a int)");
-      const console = new pg.Client({ ...CONFIG, database: "pgbouncer" });
-      await console.connect();
-      clients.push(console);
+    await withConsole(async (pooler, db, connect) => {
+      const [inTx, later, pinned] = [await connect(), await connect(), await connect()];
+      await pinned.query("create database otherdb");
+      await inTx.query("begin");
+      await inTx.query("create table t (a int)");
+      const console = await connect("pgbouncer");
 
       // PAUSE does not return while a transaction runs; meanwhile new ones wait.
       let paused = false;
@@ -192,45 +190,37 @@ Deno.test({
         "the pool paused",
         async () => (await show("POOLS"))[0]![11] === "1" || undefined,
       );
-      const waiting = later!.query("select count(*)::int as n from t");
+      const waiting = later.query("select count(*)::int as n from t");
       await waitFor("a waiting client", () => pooler!.stats().pools[0]!.waiting === 1 || undefined);
       assertEquals(paused, false);
-      await inTx!.query("insert into t values (1)");
-      await inTx!.query("commit");
+      await inTx.query("insert into t values (1)");
+      await inTx.query("commit");
       await pausing;
       // No backend is left open: Postgres may restart. A client of a database that had no pool
       // yet waits too (its login needs a backend).
       assertEquals(pooler.stats().pools.map((p) => p.size), [0]);
-      const other = new pg.Client({ ...CONFIG, database: "otherdb" });
-      clients.push(other);
-      const otherQuery = other.connect().then(() => other.query("select current_database() as d"));
+      const otherQuery = connect("otherdb").then((o) => o.query("select current_database() as d"));
       await waitFor("the other pool", () => pooler!.stats().pools.length === 2 || undefined);
       const [row] = await show("POOLS");
       assertEquals([row![0], row![3], row![11]], ["postgres", "1", "1"]);
       await db.instance.restart("fast");
 
       // RESUME: the waiting query runs on a new backend, and no client saw an error.
-      const admin = new pg.Client({ ...CONFIG, database: "pgbouncer" });
-      await admin.connect();
-      clients.push(admin);
+      const admin = await connect("pgbouncer");
       assertEquals((await admin.query("RESUME")).command, "RESUME");
       assertEquals((await waiting).rows[0].n, 1);
       assertEquals((await otherQuery).rows[0].d, "otherdb");
-      assertEquals((await inTx!.query("select 2 as v")).rows[0].v, 2);
+      assertEquals((await inTx.query("select 2 as v")).rows[0].v, 2);
 
       // A pinned session between transactions does not hold PAUSE up (its backend does not
       // survive a restart, as with any connection); a database without a pool is an error.
-      await pinned!.query("create temp table scratch (x int)");
+      await pinned.query("create temp table scratch (x int)");
       await waitFor("the pin", () => pooler!.stats().pinnedClients === 1 || undefined);
       await admin.query("pause postgres");
       await admin.query("resume postgres");
       const err = await assertRejects(() => admin.query("pause nosuchdb"));
       assertEquals((err as { code?: string }).code, "3D000");
-      assertEquals((await later!.query("select 3 as v")).rows[0].v, 3);
-    } finally {
-      for (const x of clients) await x.end().catch(() => {});
-      await pooler?.shutdown();
-      await db.cleanup();
-    }
+      assertEquals((await later.query("select 3 as v")).rows[0].v, 3);
+    });
   },
 });

@@ -178,15 +178,34 @@ Deno.test("pooler exits with a clear message for invalid flags", async () => {
   assertMatch(new TextDecoder().decode(missing.stderr), /give --postgres-socket-dir/);
 });
 
+// The reload and auth-query cases, one after the other.
+const PG_2 = 12755;
+const PORT_2 = 12756;
+const HTTP_2 = 12757;
+
+/** `deno task pooler` on PORT_2 in front of the Postgres on PG_2, with SCRAM and `more` flags. */
+function scramPooler(socketDir: string, base: string, more: string[]) {
+  return startTask("pooler", [
+    "--postgres-socket-dir",
+    socketDir,
+    "--postgres-port",
+    String(PG_2),
+    "--listen",
+    `127.0.0.1:${PORT_2}`,
+    "--http-listen",
+    `127.0.0.1:${HTTP_2}`,
+    "--auth",
+    "scram-sha-256",
+    ...more,
+  ], `${base}/pooler.log`);
+}
+
 Deno.test({
   name: "pooler process: SIGHUP and the console's RELOAD read the auth file and TLS files again",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const PG = 12755;
-    const PORT = 12756;
-    const HTTP = 12757;
-    const postgres = await startTestPostgres({ port: PG });
+    const postgres = await startTestPostgres({ port: PG_2 });
     const base = await makeSharedTempDir("tessera-pooler-reload-");
     const first = await makeTestCerts();
     const second = await makeTestCerts();
@@ -204,7 +223,7 @@ Deno.test({
     // verify-ca with the given CA: the pooler must present that CA's certificate.
     const login = (password: string, ca: string, sql = "select 'in'", db = "postgres") =>
       runPsql(
-        `host=127.0.0.1 port=${PORT} user=postgres dbname=${db} sslmode=verify-ca sslrootcert=${ca}`,
+        `host=127.0.0.1 port=${PORT_2} user=postgres dbname=${db} sslmode=verify-ca sslrootcert=${ca}`,
         sql,
         { PGPASSWORD: password },
       );
@@ -212,24 +231,14 @@ Deno.test({
     try {
       await users("pw-1");
       await useCerts(first);
-      proc = await startTask("pooler", [
-        "--postgres-socket-dir",
-        postgres.socketDir,
-        "--postgres-port",
-        String(PG),
-        "--listen",
-        `127.0.0.1:${PORT}`,
-        "--http-listen",
-        `127.0.0.1:${HTTP}`,
-        "--auth",
-        "scram-sha-256",
+      proc = await scramPooler(postgres.socketDir, base, [
         "--auth-file",
         `${base}/users.json`,
         "--tls-cert",
         `${base}/tls.crt`,
         "--tls-key",
         `${base}/tls.key`,
-      ], `${base}/pooler.log`);
+      ]);
       await waitFor(
         "the pooler",
         async () => (await login("pw-1", first.caFile)).code === 0 || undefined,
@@ -274,20 +283,17 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const PG = 12755;
-    const PORT = 12756;
-    const HTTP = 12757;
-    const postgres = await startTestPostgres({ port: PG });
+    const postgres = await startTestPostgres({ port: PG_2 });
     const base = await makeSharedTempDir("tessera-pooler-authq-");
     const direct = await PgClient.connect({
       socketDir: postgres.socketDir,
-      port: PG,
+      port: PG_2,
       user: "postgres",
       database: "postgres",
     });
     const login = (user: string, password: string) =>
       runPsql(
-        `host=127.0.0.1 port=${PORT} user='${user.replaceAll("'", "\\'")}' dbname=postgres`,
+        `host=127.0.0.1 port=${PORT_2} user='${user.replaceAll("'", "\\'")}' dbname=postgres`,
         "select current_user",
         { PGPASSWORD: password },
       );
@@ -297,20 +303,10 @@ Deno.test({
       await direct.query("set password_encryption = 'md5'");
       await direct.query("create role oldstyle login password 'md5-pw'");
       await direct.query("reset password_encryption");
-      proc = await startTask("pooler", [
-        "--postgres-socket-dir",
-        postgres.socketDir,
-        "--postgres-port",
-        String(PG),
-        "--listen",
-        `127.0.0.1:${PORT}`,
-        "--http-listen",
-        `127.0.0.1:${HTTP}`,
-        "--auth",
-        "scram-sha-256",
+      proc = await scramPooler(postgres.socketDir, base, [
         "--auth-query",
         "SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin",
-      ], `${base}/pooler.log`);
+      ]);
       await waitFor(
         "the pooler",
         async () => (await login("app", "app-pw")).code === 0 || undefined,

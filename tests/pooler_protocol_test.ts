@@ -71,6 +71,43 @@ const IN_TRANSACTION_SQL = "select count(*) from pg_stat_activity where backend_
   "'client backend' and (state like 'idle in transaction%' or query like '%pg_sleep(60)%') " +
   "and pid <> pg_backend_pid()";
 
+/**
+ * A pooler with one backend on SMALL_POOLER_PORT and the given queue timeout: `fn` gets it and a
+ * connect function for raw clients (closed after it).
+ */
+async function withOneBackend(
+  queueTimeoutMs: number,
+  fn: (pooler: PoolerServer, connect: () => Promise<PgClient>) => Promise<void>,
+): Promise<void> {
+  const db = await startTestPostgres({ port: PG_PORT });
+  let pooler: PoolerServer | undefined;
+  const clients: PgClient[] = [];
+  try {
+    pooler = await startPooler({
+      ...fastIo(),
+      listen: [`127.0.0.1:${SMALL_POOLER_PORT}`],
+      postgres: { socketDir: db.socketDir, port: PG_PORT },
+      poolSize: 1,
+      queueTimeoutMs,
+    });
+    const target = {
+      host: "127.0.0.1",
+      port: SMALL_POOLER_PORT,
+      user: "postgres",
+      database: "postgres",
+    };
+    await fn(pooler, async () => {
+      const c = await PgClient.connect(target);
+      clients.push(c);
+      return c;
+    });
+  } finally {
+    for (const c of clients) await c.close().catch(() => {});
+    await pooler?.shutdown();
+    await db.cleanup();
+  }
+}
+
 Deno.test({
   name: "pooler: a client killed in or during a transaction leaves no backend in a transaction",
   ...opts,
@@ -166,24 +203,9 @@ Deno.test({
   name: "pooler: waiting longer than the queue timeout for a backend ends in 53300",
   ...opts,
   async fn() {
-    const db = await startTestPostgres({ port: PG_PORT });
-    let pooler: PoolerServer | undefined;
-    try {
-      pooler = await startPooler({
-        ...fastIo(),
-        listen: [`127.0.0.1:${SMALL_POOLER_PORT}`],
-        postgres: { socketDir: db.socketDir, port: PG_PORT },
-        poolSize: 1,
-        queueTimeoutMs: 300,
-      });
-      const target = {
-        host: "127.0.0.1",
-        port: SMALL_POOLER_PORT,
-        user: "postgres",
-        database: "postgres",
-      };
-      const a = await PgClient.connect(target);
-      const b = await PgClient.connect(target);
+    await withOneBackend(300, async (pooler, connect) => {
+      const a = await connect();
+      const b = await connect();
       await a.query("begin");
       await a.query("select 1"); // holds the only backend (BEGIN alone is deferred)
       const err = await assertRejects(() => b.query("select 1"), TesseraError);
@@ -193,12 +215,7 @@ Deno.test({
       const [r] = await b.query("select 2");
       assertEquals(r!.rows[0]![0], "2");
       assertEquals(pooler.stats().pools[0]!.timeouts, 1);
-      await a.close();
-      await b.close();
-    } finally {
-      await pooler?.shutdown();
-      await db.cleanup();
-    }
+    });
   },
 });
 
@@ -206,29 +223,12 @@ Deno.test({
   name: "pooler: a cancel for a query waiting for a backend takes it out of the queue (57014)",
   ...opts,
   async fn() {
-    const db = await startTestPostgres({ port: PG_PORT });
-    let pooler: PoolerServer | undefined;
-    try {
-      pooler = await startPooler({
-        ...fastIo(),
-        listen: [`127.0.0.1:${SMALL_POOLER_PORT}`],
-        postgres: { socketDir: db.socketDir, port: PG_PORT },
-        poolSize: 1,
-        queueTimeoutMs: 60_000,
-      });
-      const target = {
-        host: "127.0.0.1",
-        port: SMALL_POOLER_PORT,
-        user: "postgres",
-        database: "postgres",
-      };
-      const a = await PgClient.connect(target);
-      const b = await PgClient.connect(target);
-      const c = await PgClient.connect(target);
+    await withOneBackend(60_000, async (pooler, connect) => {
+      const [a, b, c] = [await connect(), await connect(), await connect()];
       await a.query("begin");
       await a.query("select 1"); // holds the only backend
       const queued = (n: number) =>
-        waitFor(`${n} waiting`, () => pooler!.stats().pools[0]!.waiting === n || undefined, 5000);
+        waitFor(`${n} waiting`, () => pooler.stats().pools[0]!.waiting === n || undefined, 5000);
 
       // Autocommit: the statement fails with 57014 and the session goes on.
       const waiting = b.query("select 'b ran'");
@@ -258,13 +258,7 @@ Deno.test({
       await b.cancel();
       assertEquals((await b.query("select 3"))[0]!.rows[0]![0], "3");
       assertEquals(pooler.stats().cancelRequests, { received: 3, forwarded: 0, dequeued: 2 });
-      await a.close();
-      await b.close();
-      await c.close();
-    } finally {
-      await pooler?.shutdown();
-      await db.cleanup();
-    }
+    });
   },
 });
 
