@@ -32,6 +32,7 @@ export const poolerConfigSchema = z.object({
   adminUsers: z.array(z.string().min(1)).default(["postgres"]),
   maxClientConn: positiveIntSchema.default(10000),
   idleTimeout: nonNegativeIntSchema.default(300),
+  idleTransactionTimeout: nonNegativeIntSchema.default(0),
   maxLifetime: nonNegativeIntSchema.default(3600),
   queueTimeout: nonNegativeIntSchema.default(30),
   preparedCacheSize: positiveIntSchema.default(256),
@@ -191,6 +192,13 @@ export const poolerConfigSpec: ConfigSpec<typeof poolerConfigSchema> = {
       flag: "idle-timeout",
       env: "POOLER_IDLE_TIMEOUT",
       description: "seconds before an idle backend above the minimum is closed (default 300)",
+    },
+    idleTransactionTimeout: {
+      flag: "idle-transaction-timeout",
+      env: "POOLER_IDLE_TRANSACTION_TIMEOUT",
+      description:
+        "seconds a client may hold a backend idle in a transaction before it is closed (25P03) " +
+        "and its transaction rolled back (default 0: never)",
     },
     maxLifetime: {
       flag: "max-lifetime",

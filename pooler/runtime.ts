@@ -133,6 +133,7 @@ function dataPathOptions(
     adminUsers: config.adminUsers,
     maxClientConnections: sizes.maxClientConn,
     idleTimeoutMs: config.idleTimeout * 1000,
+    idleTransactionTimeoutMs: config.idleTransactionTimeout * 1000,
     maxLifetimeMs: config.maxLifetime * 1000,
     queueTimeoutMs: config.queueTimeout * 1000,
     preparedStatementCacheSize: config.preparedCacheSize,

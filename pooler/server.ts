@@ -123,6 +123,11 @@ export interface PoolerOptions {
   maxClientConnections?: number;
   /** Idle backends above the minimum are closed after this long; 300000 by default, 0 never. */
   idleTimeoutMs?: number;
+  /**
+   * A client that holds a backend idle in a transaction this long is closed (FATAL 25P03) and
+   * its transaction rolled back, so that it cannot starve the pool; 0 (the default) never.
+   */
+  idleTransactionTimeoutMs?: number;
   /** Backends are replaced once this old; 3600000 by default, 0 never. */
   maxLifetimeMs?: number;
   /** Longest wait for a backend before SQLSTATE 53300; 30000 by default. */
@@ -364,6 +369,7 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #sessions = new Map<number, Session>();
   #tasks = new Set<Promise<unknown>>();
   #timer: ReturnType<typeof setInterval> | undefined;
+  #idleTransactionTimeoutMs: number;
   #nextPid: number;
   #stopping = false;
   #stopped: Promise<void> | null = null;
@@ -400,6 +406,11 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
     if (fast !== undefined) {
       this.#target.dial = (address) => fast.connect(address);
     }
+    this.#idleTransactionTimeoutMs = checkCount(
+      options.idleTransactionTimeoutMs ?? 0,
+      "idleTransactionTimeoutMs",
+      0,
+    );
     const poolSize = checkCount(options.poolSize ?? 20, "poolSize", 1);
     this.#poolSettings = {
       poolSize,
@@ -507,7 +518,9 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
       this.#track(this.#acceptLoop(l));
     }
     const q = this.#poolSettings.queueTimeoutMs;
-    const tick = Math.min(1000, Math.max(50, Math.floor((q > 0 ? q : 1000) / 5)));
+    const t = this.#idleTransactionTimeoutMs;
+    const finest = Math.min(q > 0 ? q : 1000, t > 0 ? t : Infinity);
+    const tick = Math.min(1000, Math.max(50, Math.floor(finest / 5)));
     this.#timer = setInterval(() => this.#maintain(), tick);
   }
 
@@ -1063,6 +1076,20 @@ class PoolerServerImpl implements PoolerServer, SessionHost {
   #maintain(): void {
     const now = Date.now();
     for (const pool of this.#pools.values()) pool.maintain(now);
+    const limit = this.#idleTransactionTimeoutMs;
+    if (limit > 0) {
+      for (const s of this.#sessions.values()) {
+        const idle = s.idleInTransactionFor(now);
+        if (idle < limit) continue;
+        this.log.info("closing a client idle in a transaction", {
+          session: s.pid,
+          user: s.user,
+          database: s.database,
+          idleMs: idle,
+        });
+        s.terminateIdleInTransaction();
+      }
+    }
     const w = this.#worker;
     if (w !== undefined && w.index === 0 && !this.#stopping) {
       let missing = false;

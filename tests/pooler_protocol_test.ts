@@ -5,7 +5,7 @@
  */
 import pg from "pg";
 import postgres from "postgres";
-import { type PoolerServer, startPooler } from "../pooler/mod.ts";
+import { type PoolerOptions, type PoolerServer, startPooler } from "../pooler/mod.ts";
 import { TesseraError } from "../shared/errors/mod.ts";
 import {
   Backend,
@@ -77,7 +77,12 @@ const IN_TRANSACTION_SQL = "select count(*) from pg_stat_activity where backend_
  */
 async function withOneBackend(
   queueTimeoutMs: number,
-  fn: (pooler: PoolerServer, connect: () => Promise<PgClient>) => Promise<void>,
+  fn: (
+    pooler: PoolerServer,
+    connect: () => Promise<PgClient>,
+    db: TestPostgres,
+  ) => Promise<void>,
+  more: Partial<PoolerOptions> = {},
 ): Promise<void> {
   const db = await startTestPostgres({ port: PG_PORT });
   let pooler: PoolerServer | undefined;
@@ -89,6 +94,7 @@ async function withOneBackend(
       postgres: { socketDir: db.socketDir, port: PG_PORT },
       poolSize: 1,
       queueTimeoutMs,
+      ...more,
     });
     const target = {
       host: "127.0.0.1",
@@ -100,7 +106,7 @@ async function withOneBackend(
       const c = await PgClient.connect(target);
       clients.push(c);
       return c;
-    });
+    }, db);
   } finally {
     for (const c of clients) await c.close().catch(() => {});
     await pooler?.shutdown();
@@ -311,6 +317,40 @@ Deno.test({
         await admin.close();
       }
     });
+  },
+});
+
+Deno.test({
+  name:
+    "pooler: a client idle in a transaction past --idle-transaction-timeout is closed (25P03) " +
+    "and its transaction rolled back",
+  ...opts,
+  async fn() {
+    await withOneBackend(60_000, async (pooler, connect, db) => {
+      const [idle, busy, next] = [await connect(), await connect(), await connect()];
+      await idle.query("create table t (a int)");
+      await idle.query("begin");
+      await idle.query("insert into t values (1)"); // then nothing: it holds the only backend
+      // The client that waits for the backend gets it once the idle one is closed, and the
+      // insert was rolled back.
+      assertEquals((await next.query("select count(*) from t"))[0]!.rows[0]![0], "0");
+      assertEquals(await direct(db, IN_TRANSACTION_SQL), [["0"]]);
+      // The idle client reads the pooler's FATAL, sent while it was idle.
+      const err = await assertRejects(() => idle.query("commit"), TesseraError);
+      assertEquals([err.code, err.severity], ["25P03", "FATAL"]);
+      assertEquals(err.message, "terminating connection due to idle-in-transaction timeout");
+
+      // A transaction that keeps working, and a client idle outside any, are left alone.
+      await busy.query("begin");
+      for (let i = 0; i < 8; i++) {
+        await busy.query("insert into t values (2)");
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      await busy.query("commit");
+      await new Promise((r) => setTimeout(r, 1000));
+      assertEquals((await busy.query("select count(*) from t"))[0]!.rows[0]![0], "8");
+      assertEquals(pooler.stats().clients, 2);
+    }, { idleTransactionTimeoutMs: 500 });
   },
 });
 

@@ -18,6 +18,7 @@ export const SqlState = {
   invalidTransactionState: "25000",
   activeSqlTransaction: "25001",
   inFailedSqlTransaction: "25P02",
+  idleInTransactionSessionTimeout: "25P03",
   invalidAuthorizationSpecification: "28000",
   invalidPassword: "28P01",
   serializationFailure: "40001",

@@ -29,6 +29,7 @@ import {
   trace,
   type Tracer,
 } from "@opentelemetry/api";
+import * as clock from "../../clock/mod.ts";
 import { SqlState, TesseraError } from "../../errors/mod.ts";
 import type { Logger } from "../../log/mod.ts";
 import { sqlCommentSpanContext } from "../../trace/mod.ts";
@@ -479,6 +480,32 @@ export class Session implements BackendOwner {
     return this.#betweenTransactions;
   }
 
+  /**
+   * How long (ms, at `now`) the client has left this session idle in a transaction that holds a
+   * backend: nothing outstanding on Postgres, and no message from the client since. 0 otherwise.
+   */
+  idleInTransactionFor(now: number): number {
+    if (!this.#reading || this.#backend === null || this.#q.size > 0 || this.#txn === I) return 0;
+    return now - this.#readingSince;
+  }
+
+  #readingSince = 0;
+
+  /**
+   * Ends the session for holding a backend idle in a transaction too long: FATAL 25P03 to the
+   * client (Postgres's own message for its idle_in_transaction_session_timeout), then the
+   * transaction is rolled back and the backend goes back to the pool.
+   */
+  terminateIdleInTransaction(): void {
+    this.#fatal(
+      new TesseraError(
+        SqlState.idleInTransactionSessionTimeout,
+        "terminating connection due to idle-in-transaction timeout",
+        { severity: "FATAL" },
+      ),
+    );
+  }
+
   /** Whether a query of the session waits in its pool's queue for a backend. */
   get waiting(): boolean {
     return this.#resume !== null;
@@ -742,6 +769,7 @@ export class Session implements BackendOwner {
         }
         if (this.#closing || (this.#draining && this.#endIfIdle())) break;
         this.#reading = true;
+        this.#readingSince = clock.now();
         const n = (yield READ) as number | null;
         this.#reading = false;
         if (!r.advance(n)) break;
