@@ -375,7 +375,16 @@ export async function runWorker(
       }),
       worker: { index: spec.index, count: spec.count, dir: spec.dir },
       // RELOAD in a worker's console: the first process reloads, and signals every worker.
-      onReload: () => Promise.resolve(Deno.kill(Deno.ppid, "SIGHUP")),
+      onReload: () => {
+        // The first process is this worker's parent, unless it died (then this worker is ending).
+        if (Deno.ppid <= 1) {
+          return Promise.reject(
+            new TesseraError(SqlState.adminShutdown, "the pooler's first process is gone"),
+          );
+        }
+        Deno.kill(Deno.ppid, "SIGHUP");
+        return Promise.resolve();
+      },
     });
   } catch (err) {
     logger.error("worker could not start", { error: err });
