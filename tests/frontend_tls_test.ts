@@ -141,35 +141,23 @@ Deno.test("requireTls refuses plaintext TCP with 28000, accepts TLS and Unix-soc
 Deno.test("node-postgres and postgres.js over TLS with SCRAM, verifying the CA", async () => {
   await withServer(12842, {}, async () => {
     const ca = Deno.readTextFileSync(certs.caFile);
-    const client = new pg.Client({
-      host: "localhost",
-      port: 12842,
-      user: "alice",
-      password: PASSWORD,
-      database: "db",
-      ssl: { ca, rejectUnauthorized: true },
-    });
-    await client.connect();
-    try {
-      assertEquals((await client.query("whoami")).rows, [{ whoami: "alice/db/tcp/tls" }]);
-    } finally {
-      await client.end();
-    }
-    // node-postgres with SCRAM-SHA-256-PLUS.
-    const bound = new pg.Client({
-      host: "localhost",
-      port: 12842,
-      user: "alice",
-      password: PASSWORD,
-      database: "db",
-      ssl: { ca, rejectUnauthorized: true },
-      enableChannelBinding: true,
-    });
-    await bound.connect();
-    try {
-      assertEquals((await bound.query("whoami")).rows, [{ whoami: "alice/db/tcp/tls" }]);
-    } finally {
-      await bound.end();
+    // node-postgres with plain SCRAM, then with SCRAM-SHA-256-PLUS (channel binding).
+    for (const enableChannelBinding of [false, true]) {
+      const client = new pg.Client({
+        host: "localhost",
+        port: 12842,
+        user: "alice",
+        password: PASSWORD,
+        database: "db",
+        ssl: { ca, rejectUnauthorized: true },
+        enableChannelBinding,
+      });
+      await client.connect();
+      try {
+        assertEquals((await client.query("whoami")).rows, [{ whoami: "alice/db/tcp/tls" }]);
+      } finally {
+        await client.end();
+      }
     }
     const sql = postgres({
       host: "localhost",
