@@ -344,13 +344,13 @@ Deno.test({
       await busy.query("begin");
       for (let i = 0; i < 8; i++) {
         await busy.query("insert into t values (2)");
-        await new Promise((r) => setTimeout(r, 150));
+        await new Promise((r) => setTimeout(r, 100));
       }
       await busy.query("commit");
-      await new Promise((r) => setTimeout(r, 1000));
+      await new Promise((r) => setTimeout(r, 2500));
       assertEquals((await busy.query("select count(*) from t"))[0]!.rows[0]![0], "8");
       assertEquals(pooler.stats().clients, 2);
-    }, { idleTransactionTimeoutMs: 500 });
+    }, { idleTransactionTimeoutMs: 1500 });
   },
 });
 
